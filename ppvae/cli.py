@@ -1,0 +1,365 @@
+"""The ``ppvae`` command line.
+
+Every subcommand has ``--help``. ``ppvae train`` writes a run directory::
+
+    RUN_DIR/
+      config.json        the resolved configuration (defaults < --config file < flags)
+      metrics.json       train/val ELBO per epoch, test_elbo (nats per data point), timing
+      model/             the trained model (ppvae.save: model.json + model.safetensors)
+      checkpoints/       Lightning checkpoints, one per epoch and last.ckpt
+      logs/              CSV and TensorBoard logs
+      elbo.png, reconstructions.png, samples.png, latent_map.png (+ latent_manifold.png for 2-D z)
+
+``sample``, ``reconstruct`` and ``latent-map`` read a run directory and write
+their figure into it (or where ``--out`` says).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ppvae import __version__
+from ppvae.data import DATASETS, load_dataset
+
+DEFAULTS: dict[str, Any] = {
+    "model": "vae",
+    "dataset": "digits",
+    "data_root": None,
+    "val_fraction": 0.1,
+    "binarize": "auto",
+    "latent_dim": 8,
+    "hidden": [256, 128],
+    "likelihood": "bernoulli",
+    "network": "mlp",
+    "activation": "relu",
+    "beta": 1.0,
+    "loss": "elbo",
+    "num_particles": 1,
+    "epochs": 150,
+    "batch_size": 128,
+    "lr": 1e-3,
+    "kl_warmup": 0.0,
+    "patience": 30,
+    "seed": 0,
+    "accelerator": "cpu",
+    "devices": 1,
+}
+MODEL_NAMES = ("vae",)
+LIKELIHOOD_NAMES = ("bernoulli", "gaussian", "continuous-bernoulli")
+
+
+class CLIError(ValueError):
+    """A user error reported as one line, without a traceback."""
+
+
+# --------------------------------------------------------------------- config
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON, YAML or TOML config file whose keys are ``train`` options
+    (``latent_dim`` or ``latent-dim``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            config = json.loads(text)
+        elif path.suffix == ".toml":
+            config = tomllib.loads(text)
+        else:
+            config = yaml.safe_load(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        raise CLIError(f"cannot parse config file {path}: {e}") from None
+    if not isinstance(config, dict):
+        raise CLIError(f"config file {path} must hold a mapping of option names to values")
+    config = {k.replace("-", "_"): v for k, v in config.items()}
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise CLIError(f"unknown option(s) {unknown} in {path}; known: {sorted(DEFAULTS)}")
+    return config
+
+
+def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
+    """defaults < the run being resumed < --config file < flags given."""
+    config = dict(DEFAULTS)
+    if args.resume:
+        config.update(json.loads((Path(args.resume) / "config.json").read_text()))
+    if args.config:
+        config.update(read_config_file(args.config))
+    config.update({k: v for k, v in vars(args).items() if k in DEFAULTS and v is not None})
+    if config["model"] not in MODEL_NAMES:
+        raise CLIError(f"unknown model {config['model']!r}; choose one of {list(MODEL_NAMES)}")
+    if config["binarize"] == "auto":
+        binary_data = config["dataset"].replace("_", "-") == "binarized-mnist"
+        bernoulli = config["likelihood"] == "bernoulli"
+        config["binarize"] = "dynamic" if bernoulli and not binary_data else None
+    elif config["binarize"] == "none":
+        config["binarize"] = None
+    return config
+
+
+# ------------------------------------------------------------------- run dirs
+def new_run_dir(config: dict[str, Any]) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{stamp}-{config['model']}-{config['dataset']}"
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    return path
+
+
+def open_run_for_resume(run_dir: str) -> None:
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise CLIError(f"cannot resume: run directory {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise CLIError(f"cannot resume: {path} has no config.json (not a ppvae run directory)")
+
+
+def open_run(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Check that ``run_dir`` is a finished ppvae run; return it and its config."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CLIError(f"run directory {run_dir} does not exist")
+    if not (run_dir / "config.json").is_file() or not (run_dir / "model").is_dir():
+        raise CLIError(
+            f"{run_dir} is not a finished ppvae run (it needs config.json and model/, "
+            "which `ppvae train` writes)"
+        )
+    return run_dir, json.loads((run_dir / "config.json").read_text())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    from ppvae.io import atomic_write
+
+    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def dataset_for(config: dict[str, Any]):
+    return load_dataset(config["dataset"], config["data_root"], seed=config["seed"],
+                        val_fraction=config["val_fraction"], binarize=config["binarize"])
+
+
+# ------------------------------------------------------------------- figures
+def figure_reconstructions(model, data, path: Path, num: int = 16) -> None:
+    from ppvae.plots import plot_reconstructions
+
+    x = data.test.x[:num]
+    plot_reconstructions(x, model.reconstruct(x), data.image_shape, path=path)
+
+
+def figure_samples(model, image_shape, path: Path, num: int = 64) -> None:
+    from ppvae.plots import image_grid
+
+    image_grid(model.sample(num), image_shape, title="Samples: E[x | z], z ~ p(z)", path=path)
+
+
+def figure_latent_map(model, data, path: Path, max_points: int = 5000) -> None:
+    from ppvae.plots import plot_latent_map
+
+    split = data.test
+    plot_latent_map(model.encode(split.x[:max_points]), split.y[:max_points],
+                    class_names=data.class_names or None,
+                    title=f"Latent means of {min(len(split), max_points)} test images", path=path)
+
+
+def figure_manifold(model, image_shape, path: Path) -> None:
+    from ppvae.plots import plot_latent_manifold
+
+    plot_latent_manifold(model.decode, image_shape, path=path)
+
+
+# --------------------------------------------------------------- subcommands
+def cmd_train(args: argparse.Namespace) -> int:
+    import pyro
+
+    import ppvae
+    from ppvae.infer import evaluate_elbo
+    from ppvae.models import VAE
+    from ppvae.plots import plot_elbo_curves
+
+    if args.resume:
+        open_run_for_resume(args.resume)
+    config = resolve_config(args)
+    run_dir = Path(args.resume or args.out or new_run_dir(config))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", config)
+    data = dataset_for(config)
+    pyro.set_rng_seed(config["seed"])
+    model = VAE(data.image_shape, latent_dim=config["latent_dim"], hidden=config["hidden"],
+                likelihood=config["likelihood"], network=config["network"],
+                activation=config["activation"], beta=config["beta"])
+    print(f"ppvae {__version__}: training a {config['model'].upper()} on {data.name} "
+          f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test) -> {run_dir}",
+          file=sys.stderr)
+    history = ppvae.fit(
+        model, data, epochs=config["epochs"], batch_size=config["batch_size"], lr=config["lr"],
+        loss=config["loss"], num_particles=config["num_particles"],
+        kl_warmup_epochs=config["kl_warmup"], patience=config["patience"], seed=config["seed"],
+        out_dir=run_dir, resume=bool(args.resume), progress=not args.no_progress,
+        accelerator=config["accelerator"], devices=config["devices"],
+    )
+    ppvae.save(model, run_dir / "model")
+    pyro.set_rng_seed(config["seed"])
+    test_x = model.prepare(data.test.x, name="test data")
+    test_elbo = evaluate_elbo(model.model, model.guide, test_x, num_particles=10, beta=1.0)
+    metrics = {**history.as_dict(), "epochs": history.epochs, "test_elbo": test_elbo,
+               "beta": config["beta"]}
+    write_json(run_dir / "metrics.json", metrics)
+    plot_elbo_curves(metrics, path=run_dir / "elbo.png")
+    figure_reconstructions(model, data, run_dir / "reconstructions.png")
+    figure_samples(model, data.image_shape, run_dir / "samples.png")
+    figure_latent_map(model, data, run_dir / "latent_map.png")
+    if model.latent_dim == 2:
+        figure_manifold(model, data.image_shape, run_dir / "latent_manifold.png")
+    best = history.val_elbo[history.best_epoch - 1] if history.val_elbo else float("nan")
+    print(f"epochs: {history.epochs} ({history.seconds:.1f} s)"
+          f"{', stopped early' if history.stopped_early else ''}; "
+          f"best val ELBO {best:.2f} at epoch {history.best_epoch}; "
+          f"test ELBO {test_elbo:.2f} nats per data point")
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _load_run(args: argparse.Namespace):
+    import pyro
+
+    import ppvae
+
+    run_dir, config = open_run(args.run_dir)
+    pyro.set_rng_seed(args.seed)
+    return run_dir, config, ppvae.load(run_dir / "model")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    run_dir, config, model = _load_run(args)
+    out = Path(args.out or run_dir / "samples.png")
+    figure_samples(model, tuple(model.input_shape), out, num=args.num)
+    print(out)
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    run_dir, config, model = _load_run(args)
+    out = Path(args.out or run_dir / "reconstructions.png")
+    figure_reconstructions(model, dataset_for(config), out, num=args.num)
+    print(out)
+    return 0
+
+
+def cmd_latent_map(args: argparse.Namespace) -> int:
+    run_dir, config, model = _load_run(args)
+    out = Path(args.out or run_dir / "latent_map.png")
+    figure_latent_map(model, dataset_for(config), out, max_points=args.max_points)
+    print(out)
+    return 0
+
+
+# -------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ppvae",
+        description="Variational autoencoders as Pyro model/guide pairs.",
+    )
+    parser.add_argument("--version", action="version", version=f"ppvae {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = DEFAULTS
+    train = sub.add_parser(
+        "train", help="train a model and write a run directory",
+        description="Train a model; write config, metrics, model, checkpoints, logs and "
+                    "figures to a run directory. Precedence: defaults < --config < flags.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=None,
+    )
+    g = train.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS, help=f"data set (default {d['dataset']})")
+    g.add_argument("--data-root", help="directory with the data files (default: $PPVAE_DATA)")
+    g.add_argument("--val-fraction", type=float,
+                   help=f"fraction of training data held out for validation ({d['val_fraction']})")
+    g.add_argument("--binarize", choices=["auto", "none", "static", "dynamic"],
+                   help="binarization of grey images; auto = dynamic for a Bernoulli "
+                        "likelihood, none otherwise")
+    g = train.add_argument_group("model")
+    g.add_argument("--model", choices=MODEL_NAMES, help="model (default vae)")
+    g.add_argument("--latent-dim", type=int, help=f"dimension of z ({d['latent_dim']})")
+    g.add_argument("--hidden", type=int, nargs="+",
+                   help=f"hidden widths, encoder side ({' '.join(map(str, d['hidden']))})")
+    g.add_argument("--likelihood", choices=LIKELIHOOD_NAMES,
+                   help=f"observation model ({d['likelihood']})")
+    g.add_argument("--network", choices=["mlp", "conv"], help=f"network kind ({d['network']})")
+    g.add_argument("--activation", help=f"hidden activation ({d['activation']})")
+    g.add_argument("--beta", type=float, help=f"KL weight of the beta-VAE ({d['beta']})")
+    g = train.add_argument_group("training")
+    g.add_argument("--loss", choices=["elbo", "elbo-analytic"],
+                   help=f"objective; elbo-analytic uses the closed-form KL ({d['loss']})")
+    g.add_argument("--num-particles", type=int, help="samples of z per data point per step (1)")
+    g.add_argument("--epochs", type=int, help=f"maximum epochs ({d['epochs']})")
+    g.add_argument("--batch-size", type=int, help=f"batch size ({d['batch_size']})")
+    g.add_argument("--lr", type=float, help=f"Adam learning rate ({d['lr']})")
+    g.add_argument("--kl-warmup", type=float, help="epochs of linear KL warm-up (0)")
+    g.add_argument("--patience", type=int,
+                   help=f"early-stopping patience in epochs ({d['patience']})")
+    g.add_argument("--seed", type=int, help=f"random seed ({d['seed']})")
+    g.add_argument("--accelerator", help="Lightning accelerator: cpu, gpu, auto (cpu)")
+    g.add_argument("--devices", type=int, help="number of devices (1)")
+    g = train.add_argument_group("run")
+    g.add_argument("--config", help="JSON, YAML or TOML file of options (keys as flags)")
+    g.add_argument("--out", help="run directory (default: a new folder under runs/)")
+    g.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run from its last checkpoint")
+    g.add_argument("--no-progress", action="store_true", default=False,
+                   help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    for name, func, helptext in [
+        ("sample", cmd_sample, "draw samples from a trained model (samples.png)"),
+        ("reconstruct", cmd_reconstruct, "reconstruct test images (reconstructions.png)"),
+        ("latent-map", cmd_latent_map, "map test images into the latent space (latent_map.png)"),
+    ]:
+        p = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory from `ppvae train`")
+        p.add_argument("--out", help="output PNG (default: inside RUN_DIR)")
+        p.add_argument("--seed", type=int, default=0, help="random seed")
+        if name == "latent-map":
+            p.add_argument("--max-points", type=int, default=5000, help="test images to map")
+        else:
+            p.add_argument("--num", type=int, default=64 if name == "sample" else 16,
+                           help="number of images")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ppvae`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as e:  # CLIError, DataError, ModelFileError, bad data
+        print(f"ppvae: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ppvae: interrupted; `ppvae train --resume RUN_DIR` continues a training run",
+              file=sys.stderr)
+        return 130
+    except RuntimeError as e:
+        from ppvae.train import TrainingDiverged
+
+        if not isinstance(e, TrainingDiverged):
+            raise
+        print(f"ppvae: training diverged: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

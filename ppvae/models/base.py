@@ -1,0 +1,97 @@
+"""What every ppvae model shares: a unique Pyro name, a JSON-able config for
+save/load, and checks of its input data.
+
+Models are :class:`pyro.nn.PyroModule` s whose networks are converted to Pyro
+modules too, so ``model.model`` / ``model.guide`` can be handed to
+:class:`pyro.infer.SVI` with a ``pyro.optim`` optimizer. Each instance gets its
+own name prefix in Pyro's global parameter store: two models of the same class
+in one process never share parameters by accident.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pyro.nn import PyroModule
+from pyro.nn.module import to_pyro_module_
+from torch import Tensor
+
+_instances = itertools.count()
+
+
+def as_shape(input_shape: int | Sequence[int]) -> tuple[int, ...]:
+    """Normalize an input shape given as ``D`` or ``(C, H, W)`` to a tuple."""
+    shape = (input_shape,) if isinstance(input_shape, (int, np.integer)) else tuple(input_shape)
+    if not shape or any(int(s) < 1 for s in shape):
+        raise ValueError(f"input_shape must be positive sizes, got {input_shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+class LatentVariableModel(PyroModule):
+    """Base class of ppvae's models.
+
+    Subclasses call ``super().__init__(**config)`` with their constructor
+    arguments (JSON-able values), build their pieces, then call
+    :meth:`_register_with_pyro`.
+    """
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(name=f"{type(self).__name__.lower()}{next(_instances)}")
+        self.config = config
+        self.input_shape = as_shape(config["input_shape"])
+        self.input_dim = int(np.prod(self.input_shape))
+
+    def _register_with_pyro(self) -> None:
+        """Convert every child ``torch.nn`` module to a Pyro module in place, so
+        Pyro's parameter store (and hence ``pyro.optim``) sees its parameters."""
+        to_pyro_module_(self)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def check_shape(self, x: Tensor) -> None:
+        """Cheap check used inside ``model``/``guide``: ``x`` is ``(batch, D)``."""
+        if x.dim() != 2 or x.shape[-1] != self.input_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects x of shape (batch, {self.input_dim}), "
+                f"got {tuple(x.shape)}; flatten images with x.reshape(len(x), -1)"
+            )
+
+    def prepare(
+        self, x: Tensor | np.ndarray, *, name: str = "x", support: str | None = None
+    ) -> Tensor:
+        """Validate user data and return it as a float tensor ``(batch, D)`` on
+        the model's device.
+
+        Accepts ``(batch, D)`` or ``(batch, *input_shape)``; raises ``ValueError``
+        naming the problem for a wrong shape, empty data, NaN/inf, or values
+        outside the likelihood's support (or ``support``, if given: ``"unit"``
+        for grey data that will be binarized dynamically).
+        """
+        x = torch.as_tensor(x)
+        if x.dtype.is_complex or x.dtype == torch.bool:
+            raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}")
+        x = x.to(dtype=torch.float32, device=self.device)
+        if x.dim() >= 2 and tuple(x.shape[1:]) == self.input_shape:
+            x = x.reshape(len(x), -1)
+        if x.dim() != 2 or x.shape[-1] != self.input_dim:
+            raise ValueError(
+                f"{name} must have shape (batch, {self.input_dim}) or (batch, "
+                f"{', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}"
+            )
+        if len(x) == 0:
+            raise ValueError(f"{name} is empty: no data points")
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero()[0].tolist()
+            raise ValueError(
+                f"{name} contains {int((~finite).sum())} NaN or infinite values "
+                f"(first at row {bad[0]}, column {bad[1]})"
+            )
+        self.likelihood.check(x, support=support, name=name)
+        return x

@@ -1,0 +1,131 @@
+"""The variational autoencoder (Kingma & Welling 2014; Rezende, Mohamed &
+Wierstra 2014) with the beta-weighted objective of Higgins et al. (2017).
+
+Generative model and amortized guide, for each data point i::
+
+    z_i ~ p(z) = N(0, I)                  (prior)
+    x_i ~ p(x | z_i)                      (Bernoulli / Gaussian / continuous Bernoulli)
+    q(z_i | x_i) = N(mu(x_i), diag sigma(x_i)^2)
+
+The beta-VAE objective is E_q[log p(x|z)] - beta * KL(q(z|x) || p(z)). Since the
+KL term is E_q[log q(z|x) - log p(z)], it is obtained by scaling the ``z`` site
+by beta in *both* the model and the guide (scaling the model alone would weight
+log p(z) but not the entropy of q, which is not a beta-VAE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import Tensor
+
+from ppvae.models.base import LatentVariableModel, as_shape
+from ppvae.nn import make_decoder, make_encoder
+from ppvae.pieces import DiagonalGaussian, StandardNormalPrior, make_likelihood
+
+
+class VAE(LatentVariableModel):
+    """Variational autoencoder as a Pyro model/guide pair.
+
+    Args:
+        input_shape: ``(C, H, W)`` of the images (or ``D`` for flat vectors with
+            an MLP); data are passed flattened, ``(batch, C*H*W)``.
+        latent_dim: dimension of z.
+        hidden: hidden layer widths of the encoder (the decoder mirrors them).
+        likelihood: ``"bernoulli"`` (binary data), ``"gaussian"`` or
+            ``"continuous-bernoulli"``.
+        network: ``"mlp"`` or ``"conv"``.
+        activation: hidden activation, e.g. ``"relu"`` or ``"tanh"``.
+        beta: weight of the KL term (1 gives the ELBO).
+
+    ``model(x, beta=None)`` and ``guide(x, beta=None)`` put the batch in
+    ``pyro.plate("data", len(x))``; ``beta`` overrides the model's weight for
+    one call (the trainer uses it for KL warm-up, and 1 for evaluation).
+    """
+
+    def __init__(
+        self,
+        input_shape: int | Sequence[int] = (1, 8, 8),
+        latent_dim: int = 8,
+        hidden: Sequence[int] = (256, 128),
+        likelihood: str = "bernoulli",
+        network: str = "mlp",
+        activation: str = "relu",
+        beta: float = 1.0,
+    ) -> None:
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
+        if beta <= 0:
+            raise ValueError(f"beta must be positive, got {beta}")
+        super().__init__(
+            input_shape=list(as_shape(input_shape)), latent_dim=latent_dim,
+            hidden=list(hidden), likelihood=likelihood, network=network,
+            activation=activation, beta=beta,
+        )
+        self.latent_dim = latent_dim
+        self.beta = beta
+        self.prior = StandardNormalPrior(latent_dim)
+        self.encoder = DiagonalGaussian(
+            make_encoder(network, self.input_shape, 2 * latent_dim, hidden,
+                         activation_name=activation),
+            latent_dim,
+        )
+        self.likelihood = make_likelihood(
+            likelihood,
+            make_decoder(network, latent_dim, self.input_shape, hidden,
+                         activation_name=activation),
+            self.input_dim,
+        )
+        self._register_with_pyro()
+
+    def model(self, x: Tensor, beta: float | None = None) -> None:
+        """p(x, z) = p(z) p(x | z), with the ``z`` site scaled by beta."""
+        self.check_shape(x)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            with poutine.scale(scale=self.beta if beta is None else beta):
+                z = pyro.sample("z", self.prior())
+            pyro.sample("x", self.likelihood(z), obs=x)
+
+    def guide(self, x: Tensor, beta: float | None = None) -> None:
+        """q(z | x), with the ``z`` site scaled by the same beta as the model."""
+        self.check_shape(x)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            with poutine.scale(scale=self.beta if beta is None else beta):
+                pyro.sample("z", self.encoder(x))
+
+    # ----------------------------------------------------------- conveniences
+    @torch.no_grad()
+    def posterior(self, x: Tensor) -> dist.Distribution:
+        """The amortized posterior q(z | x) for a batch (validated input)."""
+        return self.encoder(self.prepare(x))
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, *, sample: bool = False) -> Tensor:
+        """Latent codes ``(batch, latent_dim)``: the posterior mean, or a draw."""
+        q = self.posterior(x)
+        return q.sample() if sample else q.mean
+
+    @torch.no_grad()
+    def decode(self, z: Tensor) -> Tensor:
+        """E[x | z] for codes ``(batch, latent_dim)``: flattened images."""
+        z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
+        if z.shape[-1] != self.latent_dim:
+            raise ValueError(f"z must end in latent_dim={self.latent_dim}, got {tuple(z.shape)}")
+        return self.likelihood.mean(z)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """E[x | z = mean of q(z | x)]: reconstructions of a batch."""
+        return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, *, mean: bool = True) -> Tensor:
+        """Draw z ~ p(z) and return E[x | z] (``mean=True``) or x ~ p(x | z)."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        z = self.prior().sample((num_samples,))
+        return self.likelihood.mean(z) if mean else self.likelihood(z).sample()

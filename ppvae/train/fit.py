@@ -1,0 +1,173 @@
+"""``ppvae.fit``: train any ppvae model with Lightning."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch import Tensor
+
+from ppvae.data import Dataset
+from ppvae.models import LatentVariableModel
+from ppvae.train.batches import EpochBatches
+from ppvae.train.history import History, HistoryCallback
+from ppvae.train.module import SVIModule, TrainingDiverged
+
+TrainData = Dataset | Tensor | np.ndarray | Sequence[Tensor | np.ndarray]
+
+
+def _split_data(
+    model: LatentVariableModel, data: TrainData
+) -> tuple[Tensor, Tensor | None, bool]:
+    """Validated (train x, validation x or None, dynamic binarization?)."""
+    if isinstance(data, Dataset):
+        dynamic = data.binarize == "dynamic"
+        train = model.prepare(data.train.x, name="training data",
+                              support="unit" if dynamic else None)
+        val = model.prepare(data.val.x, name="validation data") if len(data.val) else None
+        return train, val, dynamic
+    if isinstance(data, (list, tuple)):
+        if len(data) != 2:
+            raise ValueError("data must be a Dataset, a tensor x, or a pair (x_train, x_val)")
+        return (model.prepare(data[0], name="training data"),
+                model.prepare(data[1], name="validation data"), False)
+    return model.prepare(data, name="training data"), None, False
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's start-up chatter (device summaries, tips)."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*on_train_epoch_end.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def fit(
+    model: LatentVariableModel,
+    data: TrainData,
+    *,
+    epochs: int = 50,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    loss: str = "elbo",
+    num_particles: int = 1,
+    kl_warmup_epochs: float = 0.0,
+    patience: int | None = None,
+    seed: int = 0,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    restore_best: bool = True,
+    progress: bool = True,
+    accelerator: str = "cpu",
+    devices: int | str = 1,
+    val_batch_size: int = 1024,
+) -> History:
+    """Train ``model`` by stochastic variational inference and return its history.
+
+    Maximizes the ELBO (beta-weighted for a beta-VAE) with Adam on mini-batches;
+    each epoch reports the training objective and the validation ELBO per data
+    point (nats).
+
+    Args:
+        model: a ppvae model (e.g. :class:`ppvae.models.VAE`).
+        data: a :class:`ppvae.data.Dataset` (its train/val splits; dynamic
+            binarization re-draws the training pixels every epoch), a tensor of
+            training data, or a pair ``(x_train, x_val)``.
+        epochs: maximum number of epochs.
+        batch_size: data points per step.
+        lr: Adam learning rate.
+        loss: ``"elbo"`` (Monte Carlo KL) or ``"elbo-analytic"`` (closed-form KL).
+        num_particles: samples of z per data point per step.
+        kl_warmup_epochs: epochs over which the KL weight rises linearly to beta.
+        patience: stop after this many epochs without a better validation ELBO
+            (None: no early stopping).
+        seed: seeds initialization-independent randomness: batch order,
+            binarization and the sampling of z.
+        out_dir: where to write checkpoints (``checkpoints/``, one per epoch
+            plus ``last.ckpt``) and CSV/TensorBoard logs (``logs/``); None keeps
+            everything in memory.
+        resume: continue from ``out_dir/checkpoints/last.ckpt`` if it exists.
+        restore_best: end with the weights of the epoch with the best
+            validation ELBO.
+        progress: show a progress bar.
+        accelerator, devices: passed to :class:`lightning.Trainer`.
+        val_batch_size: batch size for the validation ELBO.
+
+    Raises:
+        ValueError: bad data (shape, NaN/inf, outside the likelihood's support).
+        TrainingDiverged: the loss became NaN/inf (the last epoch's checkpoint,
+            if any, is intact).
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    train_x, val_x, dynamic = _split_data(model, data)
+    L.seed_everything(seed, verbose=False)
+    module = SVIModule(model, loss=loss, num_particles=num_particles, lr=lr,
+                       kl_warmup_epochs=kl_warmup_epochs, seed=seed)
+    history_cb = HistoryCallback()
+    callbacks: list[L.Callback] = [history_cb]
+    if patience is not None and val_x is not None:
+        early = EarlyStopping(monitor="val_elbo", mode="max", patience=patience)
+        callbacks.append(early)
+    ckpt_dir = None
+    loggers: list = []
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        ckpt_dir = out_dir / "checkpoints"
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
+                                         auto_insert_metric_name=False, save_last=True,
+                                         save_top_k=-1, save_on_train_epoch_end=True))
+        loggers = [CSVLogger(out_dir, name="logs", version=""),
+                   TensorBoardLogger(out_dir, name="logs", version="tensorboard",
+                                     default_hp_metric=False)]
+    trainer = L.Trainer(
+        max_epochs=epochs, accelerator=accelerator, devices=devices,
+        callbacks=callbacks, logger=loggers or False,
+        enable_checkpointing=out_dir is not None, enable_progress_bar=progress,
+        enable_model_summary=False, num_sanity_val_steps=0,
+        default_root_dir=out_dir, log_every_n_steps=50,
+    )
+    epoch = lambda: trainer.current_epoch  # noqa: E731
+    train_batches = EpochBatches(train_x, batch_size=batch_size, shuffle=True,
+                                 dynamic_binarization=dynamic, seed=seed, epoch=epoch)
+    val_batches = EpochBatches(val_x, batch_size=val_batch_size) if val_x is not None else None
+    ckpt_path = None
+    if resume:
+        if ckpt_dir is None:
+            raise ValueError("resume=True needs the out_dir of the run to resume")
+        last = ckpt_dir / "last.ckpt"
+        ckpt_path = str(last) if last.exists() else None
+    start = time.perf_counter()
+    with _quiet_lightning():
+        trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches,
+                    ckpt_path=ckpt_path)
+    history = history_cb.history
+    history.seconds += time.perf_counter() - start
+    history.stopped_early = bool(patience is not None and val_x is not None and early.stopped_epoch)
+    history.checkpoint_dir = str(ckpt_dir) if ckpt_dir else None
+    if restore_best and history_cb.best_state is not None:
+        model.load_state_dict(history_cb.best_state)
+    return history
+
+
+__all__ = ["History", "TrainingDiverged", "fit"]

@@ -1,0 +1,94 @@
+"""A Lightning module around a Pyro loss.
+
+The Pyro model/guide pair stays untouched: each training step evaluates
+``loss.differentiable_loss(model.model, model.guide, *batch, beta=w)`` (a
+differentiable negative ELBO, summed over the batch) and Lightning does the
+rest (optimizer step, logging, checkpoints, progress bar, devices).
+
+Logged metrics, per data point in nats:
+- ``train_elbo``: the training objective, the ELBO with the KL term weighted by
+  beta times the warm-up factor (equal to the ELBO once warm-up is over and
+  beta = 1);
+- ``val_elbo``: the ELBO itself (beta = 1) on the validation data.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import pyro
+import torch
+from torch import Tensor
+
+from ppvae.infer import make_loss
+from ppvae.models import LatentVariableModel
+from ppvae.train.batches import epoch_seed
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; parameters were not updated with it."""
+
+
+class SVIModule(L.LightningModule):
+    """Train ``model`` by maximizing its (beta-)ELBO with Adam.
+
+    Args:
+        model: a ppvae model whose ``model``/``guide`` take ``(*batch, beta=...)``.
+        loss: ``"elbo"`` or ``"elbo-analytic"`` (see :mod:`ppvae.infer.elbo`).
+        num_particles: samples of z per data point in each step.
+        lr: Adam learning rate.
+        kl_warmup_epochs: linearly raise the KL weight from 0 to beta over this
+            many epochs (Bowman et al. 2016; Sønderby et al. 2016); 0 disables.
+        seed: base seed; the sampling stream is reseeded from (seed, epoch)
+            each epoch so that resumed runs match uninterrupted ones.
+    """
+
+    def __init__(
+        self,
+        model: LatentVariableModel,
+        *,
+        loss: str = "elbo",
+        num_particles: int = 1,
+        lr: float = 1e-3,
+        kl_warmup_epochs: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = make_loss(loss, num_particles)
+        self.lr = lr
+        self.kl_warmup_epochs = kl_warmup_epochs
+        self.seed = seed
+
+    def kl_weight(self) -> float:
+        """beta times the warm-up factor min(1, fractional epoch / warm-up epochs)."""
+        if self.kl_warmup_epochs <= 0:
+            return self.model.beta
+        batches = max(1, self.trainer.num_training_batches)
+        progress = self.current_epoch + self.trainer.fit_loop.epoch_loop.batch_progress.current.ready / batches
+        return self.model.beta * min(1.0, progress / self.kl_warmup_epochs)
+
+    def _negative_elbo(self, batch: tuple[Tensor, ...], beta: float) -> Tensor:
+        with pyro.settings.context(module_local_params=True):
+            return self.loss.differentiable_loss(self.model.model, self.model.guide, *batch, beta=beta)
+
+    def on_train_epoch_start(self) -> None:
+        pyro.set_rng_seed(epoch_seed(self.seed, self.current_epoch, 2) % 2**32)
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        n = len(batch[0])
+        loss = self._negative_elbo(batch, self.kl_weight()) / n
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"the loss became {loss.item()} at epoch {self.current_epoch + 1}, "
+                f"batch {batch_idx + 1}; no update was made with it. "
+                "Try a smaller learning rate, KL warm-up, or check the data."
+            )
+        self.log("train_elbo", -loss.detach(), on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        n = len(batch[0])
+        self.log("val_elbo", -self._negative_elbo(batch, 1.0) / n, on_epoch=True, batch_size=n)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
