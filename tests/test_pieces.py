@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from ppvae.nn import MLP
+from ppvae.pieces import (
+    BernoulliLikelihood,
+    ContinuousBernoulliLikelihood,
+    DiagonalGaussian,
+    GaussianLikelihood,
+    StandardNormalPrior,
+    make_likelihood,
+)
+
+
+def test_prior_is_standard_normal_event():
+    p = StandardNormalPrior(3)()
+    assert p.event_shape == (3,) and p.batch_shape == ()
+    assert torch.allclose(p.log_prob(torch.zeros(3)), torch.tensor(-1.5 * 1.8378770664))
+
+
+def test_diagonal_gaussian_event_and_positive_scale():
+    q = DiagonalGaussian(MLP(4, [8], 6), 3)(torch.randn(5, 4))
+    assert q.event_shape == (3,) and q.batch_shape == (5,)
+    assert bool((q.base_dist.scale > 0).all())
+
+
+@pytest.mark.parametrize("cls", [BernoulliLikelihood, ContinuousBernoulliLikelihood])
+def test_likelihood_event_shape_and_mean_in_unit_interval(cls):
+    lik = cls(MLP(2, [8], 10))
+    p = lik(torch.randn(7, 2))
+    assert p.event_shape == (10,) and p.batch_shape == (7,)
+    m = lik.mean(torch.randn(7, 2))
+    assert bool(((m >= 0) & (m <= 1)).all())
+
+
+def test_gaussian_scale_is_learned_and_bounded():
+    lik = GaussianLikelihood(MLP(2, [8], 10), 10, init_scale=0.1, min_scale=1e-3)
+    assert lik.scale.item() == pytest.approx(0.1, rel=1e-5)
+    with torch.no_grad():
+        lik.raw_scale.fill_(-100.0)
+    assert lik.scale.item() == pytest.approx(1e-3)
+    assert len(list(lik.parameters())) == len(list(lik.net.parameters())) + 1
+    per_pixel = GaussianLikelihood(MLP(2, [8], 10), 10, per_pixel=True)
+    assert per_pixel.scale.shape == (10,)
+
+
+def test_bernoulli_log_prob_matches_formula():
+    lik = BernoulliLikelihood(MLP(2, [8], 4))
+    z, x = torch.randn(3, 2), torch.bernoulli(torch.full((3, 4), 0.5))
+    logits = lik.net(z)
+    expected = (x * torch.nn.functional.logsigmoid(logits)
+                + (1 - x) * torch.nn.functional.logsigmoid(-logits)).sum(-1)
+    assert torch.allclose(lik(z).log_prob(x), expected, atol=1e-6)
+
+
+def test_support_checks_name_the_problem():
+    lik = make_likelihood("bernoulli", MLP(2, [4], 3), 3)
+    with pytest.raises(ValueError, match="binary data only.*binarize"):
+        lik.check(torch.tensor([[0.0, 0.5, 1.0]]))
+    lik.check(torch.tensor([[0.0, 0.5, 1.0]]), support="unit")
+    cb = make_likelihood("continuous-bernoulli", MLP(2, [4], 3), 3)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        cb.check(torch.tensor([[-0.1, 0.5, 1.0]]))
+    make_likelihood("gaussian", MLP(2, [4], 3), 3).check(torch.tensor([[-5.0, 3.0, 1.0]]))
+    with pytest.raises(ValueError, match="unknown likelihood"):
+        make_likelihood("poisson", MLP(2, [4], 3), 3)
