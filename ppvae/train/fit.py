@@ -48,14 +48,18 @@ def _split_data(
 @contextmanager
 def _quiet_lightning() -> Iterator[None]:
     """Silence Lightning's start-up chatter (device summaries, tips)."""
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    loggers = [logging.getLogger(n) for n in (
+        "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*on_train_epoch_end.*")
+            for message in (".*does not have many workers", ".*LeafSpec", ".*no `val_dataloader`",
+                            ".*exists and is not empty", ".*smaller than the logging interval",
+                            ".*dirpath has changed"):
+                warnings.filterwarnings("ignore", message=message)
             yield
     finally:
         for lg, level in zip(loggers, levels):
@@ -137,15 +141,17 @@ def fit(
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
                                          auto_insert_metric_name=False, save_last=True,
                                          save_top_k=-1, save_on_train_epoch_end=True))
-        loggers = [CSVLogger(out_dir, name="logs", version=""),
-                   TensorBoardLogger(out_dir, name="logs", version="tensorboard",
+        # one log version per session, so a resumed run never overwrites earlier logs
+        version = f"version_{len(list((out_dir / 'logs').glob('version_*')))}"
+        loggers = [CSVLogger(out_dir, name="logs", version=version),
+                   TensorBoardLogger(out_dir, name="logs", version=version,
                                      default_hp_metric=False)]
     trainer = L.Trainer(
         max_epochs=epochs, accelerator=accelerator, devices=devices,
         callbacks=callbacks, logger=loggers or False,
         enable_checkpointing=out_dir is not None, enable_progress_bar=progress,
         enable_model_summary=False, num_sanity_val_steps=0,
-        default_root_dir=out_dir, log_every_n_steps=50,
+        default_root_dir=out_dir, log_every_n_steps=1,
     )
     epoch = lambda: trainer.current_epoch  # noqa: E731
     train_batches = EpochBatches(train_x, batch_size=batch_size, shuffle=True,

@@ -68,8 +68,7 @@ class SVIModule(L.LightningModule):
         return self.model.beta * min(1.0, progress / self.kl_warmup_epochs)
 
     def _negative_elbo(self, batch: tuple[Tensor, ...], beta: float) -> Tensor:
-        with pyro.settings.context(module_local_params=True):
-            return self.loss.differentiable_loss(self.model.model, self.model.guide, *batch, beta=beta)
+        return self.loss.differentiable_loss(self.model.model, self.model.guide, *batch, beta=beta)
 
     def on_train_epoch_start(self) -> None:
         pyro.set_rng_seed(epoch_seed(self.seed, self.current_epoch, 2) % 2**32)

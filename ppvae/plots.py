@@ -1,0 +1,391 @@
+"""Figures: image grids, reconstructions, ELBO curves and latent-space maps.
+
+Everything here builds a :class:`matplotlib.figure.Figure` with the object API and
+never touches :mod:`matplotlib.pyplot` global state, so it works headless, in
+threads and in notebooks (where a returned Figure displays itself). Every public
+function returns the Figure and, when ``path`` is given, also saves it there as a
+PNG (creating the parent directory).
+
+Inputs may be torch tensors or numpy arrays. Images come either flattened,
+``(N, D)`` with ``image_shape=(C, H, W)``, or already shaped ``(N, C, H, W)`` /
+``(N, H, W)``; ``C`` is 1 (grey) or 3 (RGB), with pixel values in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from sklearn.decomposition import PCA
+from torch import Tensor
+
+ArrayLike = Tensor | np.ndarray | Sequence
+PathLike = str | os.PathLike | None
+
+DPI = 120
+MAX_RECONSTRUCTION_COLUMNS = 16
+_UNLABELLED_COLOUR = (0.55, 0.55, 0.55, 1.0)
+
+
+def _to_numpy(x: ArrayLike) -> np.ndarray:
+    """Return ``x`` as a numpy array (tensors are detached and moved to the CPU)."""
+    if isinstance(x, Tensor):
+        x = x.detach().cpu()
+        if x.is_floating_point():  # bfloat16/half have no (or a lossy) numpy twin
+            x = x.float()
+        return x.numpy()
+    return np.asarray(x)
+
+
+def _finish(fig: Figure, path: PathLike) -> Figure:
+    """Save ``fig`` as a PNG at ``path`` (if given) and return it."""
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI, bbox_inches="tight", format="png")
+    return fig
+
+
+def _as_images(
+    images: ArrayLike, image_shape: Sequence[int] | None, name: str = "images"
+) -> np.ndarray:
+    """Validate ``images`` and return them as a float array ``(N, H, W, C)``."""
+    arr = _to_numpy(images).astype(np.float32, copy=False)
+    if image_shape is not None:
+        shape = tuple(int(s) for s in image_shape)
+        if len(shape) != 3 or shape[0] not in (1, 3) or min(shape) < 1:
+            raise ValueError(
+                f"image_shape must be (C, H, W) with C = 1 or 3, got {tuple(image_shape)}"
+            )
+        if arr.ndim < 2:
+            raise ValueError(
+                f"{name} must have a leading batch dimension, got shape {arr.shape}"
+            )
+        arr = arr.reshape(arr.shape[0], -1)
+        if arr.shape[1] != math.prod(shape):
+            raise ValueError(
+                f"{name} have {arr.shape[1]} values each but image_shape {shape} "
+                f"needs {math.prod(shape)}"
+            )
+        arr = arr.reshape(arr.shape[0], *shape)
+    elif arr.ndim == 3:
+        arr = arr[:, None]
+    elif arr.ndim != 4 or arr.shape[1] not in (1, 3):
+        raise ValueError(
+            f"{name} of shape {arr.shape}: give (N, C, H, W) with C = 1 or 3, "
+            "(N, H, W), or flattened (N, D) images with image_shape=(C, H, W)"
+        )
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    return arr.transpose(0, 2, 3, 1)
+
+
+def _tile(images: np.ndarray, ncol: int, pad: int) -> np.ndarray:
+    """Tile ``(N, H, W, C)`` images row by row, ``ncol`` per row, into one image.
+
+    Cells are separated by ``pad`` white pixels; unused cells stay white.
+    """
+    n, h, w, c = images.shape
+    nrows = math.ceil(n / ncol)
+    out = np.ones((nrows * (h + pad) - pad, ncol * (w + pad) - pad, c), np.float32)
+    for i, img in enumerate(images):
+        r, col = divmod(i, ncol)
+        out[r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w] = img
+    return out
+
+
+def _show(ax, mosaic: np.ndarray) -> None:
+    """Draw an ``(H, W, C)`` image on ``ax``: grey with a fixed [0, 1] scale, or RGB."""
+    if mosaic.shape[-1] == 1:
+        ax.imshow(mosaic[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(mosaic, 0.0, 1.0), interpolation="nearest")
+
+
+def _cell_inches(ncol: int) -> float:
+    """Display width of one image cell, shrinking so wide grids stay ~10 inches."""
+    return min(0.9, 10.0 / ncol)
+
+
+def image_grid(
+    images: ArrayLike,
+    image_shape: Sequence[int] | None = None,
+    *,
+    nrow: int | None = None,
+    title: str | None = None,
+    path: PathLike = None,
+) -> Figure:
+    """Show ``images`` as a tightly spaced grid without axes.
+
+    As in ``torchvision.utils.make_grid``, ``nrow`` is the number of images per
+    row of the grid; it defaults to ``ceil(sqrt(N))`` (a square-ish grid).
+    """
+    imgs = _as_images(images, image_shape)
+    n, h, w, _ = imgs.shape
+    ncol = math.ceil(math.sqrt(n)) if nrow is None else int(nrow)
+    if ncol < 1:
+        raise ValueError(f"nrow must be a positive integer, got {nrow}")
+    ncol = min(ncol, n)
+    nrows = math.ceil(n / ncol)
+    cell = _cell_inches(ncol)
+    fig = Figure(figsize=(ncol * cell, nrows * cell * h / w + (0.4 if title else 0.0)),
+                 layout="constrained")
+    ax = fig.add_subplot()
+    _show(ax, _tile(imgs, ncol, pad=1))
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
+
+
+def plot_reconstructions(
+    originals: ArrayLike,
+    reconstructions: ArrayLike,
+    image_shape: Sequence[int] | None = None,
+    *,
+    title: str | None = "Reconstructions",
+    path: PathLike = None,
+) -> Figure:
+    """Show originals (row "data") above their reconstructions (row "reconstruction").
+
+    Up to :data:`MAX_RECONSTRUCTION_COLUMNS` pairs per block; more pairs wrap into
+    further two-row blocks below.
+    """
+    data = _as_images(originals, image_shape, "originals")
+    recon = _as_images(reconstructions, image_shape, "reconstructions")
+    if data.shape != recon.shape:
+        raise ValueError(
+            f"originals and reconstructions differ in shape (as N, H, W, C): "
+            f"{data.shape} vs {recon.shape}"
+        )
+    n, h, w, c = data.shape
+    ncol = min(n, MAX_RECONSTRUCTION_COLUMNS)
+    pad, gap = 1, max(2, h // 4)
+    parts, centres, labels = [], [], []
+    top = 0
+    for start in range(0, n, ncol):
+        if parts:  # white gap between blocks
+            parts.append(np.ones((gap, ncol * (w + pad) - pad, c), np.float32))
+            top += gap
+        tiled = np.concatenate(
+            [_tile(data[start : start + ncol], ncol, pad),
+             np.ones((pad, ncol * (w + pad) - pad, c), np.float32),
+             _tile(recon[start : start + ncol], ncol, pad)]
+        )
+        parts.append(tiled)
+        centres += [top + (h - 1) / 2, top + h + pad + (h - 1) / 2]
+        labels += ["data", "reconstruction"]
+        top += tiled.shape[0]
+    mosaic = np.concatenate(parts)
+    cell = _cell_inches(ncol)
+    fig = Figure(
+        figsize=(ncol * cell + 1.2, mosaic.shape[0] / (w + pad) * cell + (0.4 if title else 0.0)),
+        layout="constrained",
+    )
+    ax = fig.add_subplot()
+    _show(ax, mosaic)
+    ax.set_xticks([])
+    ax.set_yticks(centres, labels)
+    ax.tick_params(axis="y", length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
+
+
+def plot_elbo_curves(
+    history: Mapping[str, Sequence[float]],
+    *,
+    path: PathLike = None,
+    title: str | None = "ELBO per data point (nats)",
+) -> Figure:
+    """Plot the per-epoch ELBO of ``history["train_elbo"]`` and ``history["val_elbo"]``.
+
+    Missing or empty series are skipped; epochs are numbered from 1. A scalar
+    ``history["test_elbo"]`` is drawn as a dashed horizontal line, and when
+    ``history["beta"]`` is not 1 the train line is labelled as the β-weighted
+    objective (it is then not the ELBO proper).
+    """
+    beta = history.get("beta")
+    weighted = beta is not None and bool(np.any(_to_numpy(beta) != 1))
+    train_label = "train (β-weighted objective)" if weighted else "train"
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for key, label in (("train_elbo", train_label), ("val_elbo", "validation")):
+        values = history.get(key)
+        if values is None or len(values) == 0:
+            continue
+        y = np.array([float(v) for v in values])
+        ax.plot(np.arange(1, len(y) + 1), y, label=label,
+                marker="o" if len(y) <= 30 else None, markersize=3)
+    test = history.get("test_elbo")
+    if test is not None:
+        if _to_numpy(test).ndim != 0:
+            raise ValueError(
+                f"history['test_elbo'] must be a single number, got {type(test).__name__}"
+            )
+        ax.axhline(float(test), color="k", linestyle="--", linewidth=1.2, label="test")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("ELBO (nats per data point)")
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best")
+    else:
+        ax.text(0.5, 0.5, "no ELBO values recorded", transform=ax.transAxes,
+                ha="center", va="center", color="0.4")
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
+
+
+def plot_latent_map(
+    z: ArrayLike,
+    labels: ArrayLike | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+    path: PathLike = None,
+) -> Figure:
+    """Map latent codes ``z`` of shape ``(N, L)`` (typically the encoder means).
+
+    ``L == 1``: a histogram per class; ``L == 2``: a scatter of z1 against z2;
+    ``L > 2``: a scatter of the first two principal components. Points are
+    coloured by integer ``labels`` (``tab10``, cycling after 10 classes) with a
+    legend naming classes by ``class_names[label]`` or the label value. Negative
+    labels (``-1``) mean unlabelled and are drawn grey; with no labels (or all
+    unlabelled) everything is one colour and there is no legend.
+    """
+    codes = _to_numpy(z).astype(np.float64)
+    if codes.ndim == 1:
+        codes = codes[:, None]
+    if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
+        raise ValueError(f"z must have shape (N, L) with N, L >= 1, got {codes.shape}")
+    n, dim = codes.shape
+    lab = None if labels is None else _to_numpy(labels)
+    if lab is not None:
+        if lab.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},) to match z, got {lab.shape}")
+        if lab.size and not np.array_equal(lab, np.round(lab)):
+            raise ValueError("labels must be integer class indices (-1 = unlabelled)")
+        lab = lab.astype(np.int64)
+        if np.all(lab < 0):
+            lab = None
+    classes = [] if lab is None else [int(k) for k in np.unique(lab[lab >= 0])]
+    if class_names is not None and classes and classes[-1] >= len(class_names):
+        raise ValueError(
+            f"label {classes[-1]} has no entry in class_names ({len(class_names)} names)"
+        )
+    cmap = matplotlib.colormaps["tab10"]
+
+    def name(k: int) -> str:
+        return str(class_names[k]) if class_names is not None else str(k)
+
+    fig = Figure(figsize=(6.4, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    default_title = "Latent means"
+    if dim == 1:
+        values = codes[:, 0]
+        bins = np.histogram_bin_edges(values, bins=int(np.clip(np.sqrt(n), 10, 50)))
+        if lab is None:
+            ax.hist(values, bins=bins, histtype="stepfilled", alpha=0.6, color=cmap(0))
+        else:
+            for k in classes:
+                ax.hist(values[lab == k], bins=bins, histtype="step", linewidth=1.5,
+                        color=cmap(k % 10), label=name(k))
+            if np.any(lab < 0):
+                ax.hist(values[lab < 0], bins=bins, histtype="step", linewidth=1.5,
+                        color=_UNLABELLED_COLOUR, label="unlabelled")
+        ax.set_xlabel("z")
+        ax.set_ylabel("count")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
+        if dim == 2:
+            xy = codes
+            ax.set_xlabel("z1")
+            ax.set_ylabel("z2")
+        else:
+            if n < 2:
+                raise ValueError("a PCA map of a latent with L > 2 needs at least 2 points")
+            pca = PCA(n_components=2)
+            xy = pca.fit_transform(codes)
+            ratio = pca.explained_variance_ratio_ * 100
+            ax.set_xlabel(f"PC 1 ({ratio[0]:.0f}% var.)")
+            ax.set_ylabel(f"PC 2 ({ratio[1]:.0f}% var.)")
+            default_title = f"PCA of the {dim}-dim latent means"
+        if lab is None:
+            colours = np.tile(cmap(0), (n, 1))
+        else:
+            colours = np.array([cmap(k % 10) if k >= 0 else _UNLABELLED_COLOUR for k in lab])
+        ax.scatter(xy[:, 0], xy[:, 1], c=colours, s=6, alpha=0.6, linewidths=0)
+        ax.set_aspect("equal", adjustable="datalim")
+    if lab is not None:
+        if dim == 1:
+            handles, _ = ax.get_legend_handles_labels()
+        else:
+            handles = [Line2D([], [], linestyle="", marker="o", markersize=6,
+                              color=cmap(k % 10), label=name(k)) for k in classes]
+            if np.any(lab < 0):
+                handles.append(Line2D([], [], linestyle="", marker="o", markersize=6,
+                                      color=_UNLABELLED_COLOUR, label="unlabelled"))
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  frameon=False, title="class", ncols=1 if len(handles) <= 15 else 2)
+    if title is None:
+        ax.set_title(default_title)
+    elif dim > 2:
+        ax.set_title(f"{title}\n({default_title})")
+    else:
+        ax.set_title(title)
+    return _finish(fig, path)
+
+
+def plot_latent_manifold(
+    decode: Callable[[Tensor], ArrayLike],
+    image_shape: Sequence[int],
+    *,
+    n: int = 15,
+    path: PathLike = None,
+    title: str | None = "Decoded latent grid",
+) -> Figure:
+    """Decode an ``n x n`` grid over a 2-D latent space into one big image.
+
+    Grid coordinates are standard-normal quantiles ``Normal(0, 1).icdf`` of
+    ``linspace(0.05, 0.95, n)``, so the grid covers the central 90% of the prior
+    in each direction. ``decode`` gets a ``(n*n, 2)`` float32 CPU tensor (move it
+    to the model's device yourself) and must return ``n*n`` images in ``[0, 1]``
+    (flattened, or shaped as ``image_shape``). Columns go left to right with
+    increasing z1, rows top to bottom with decreasing z2.
+    """
+    if int(n) != n or n < 2:
+        raise ValueError(f"n must be an integer >= 2, got {n}")
+    n = int(n)
+    values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
+    z2, z1 = torch.meshgrid(values.flip(0), values, indexing="ij")
+    points = torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1)
+    with torch.no_grad():
+        decoded = decode(points)
+    imgs = _as_images(decoded, image_shape, "decoded images")
+    if imgs.shape[0] != n * n:
+        raise ValueError(f"decode returned {imgs.shape[0]} images for {n * n} latent points")
+    _, h, w, _ = imgs.shape
+    side = min(7.0, max(3.0, 0.45 * n))
+    fig = Figure(figsize=(side, side * h / w + (0.4 if title else 0.0)), layout="constrained")
+    ax = fig.add_subplot()
+    _show(ax, _tile(imgs, n, pad=0))
+    ticks = np.unique(np.linspace(0, n - 1, min(n, 5)).round().astype(int))
+    ax.set_xticks(ticks * w + (w - 1) / 2, [f"{values[i]:.2f}" for i in ticks])
+    ax.set_yticks(ticks * h + (h - 1) / 2, [f"{values[n - 1 - i]:.2f}" for i in ticks])
+    ax.set_xlabel("z1")
+    ax.set_ylabel("z2")
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)

@@ -1,0 +1,163 @@
+import csv
+import math
+
+import pytest
+import torch
+
+import ppvae
+from ppvae.data import load_dataset
+from ppvae.models import VAE
+from ppvae.train import SVIModule, TrainingDiverged
+from ppvae.train.batches import EpochBatches
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", binarize="dynamic")
+
+
+def small_vae(**kw):
+    return VAE((1, 8, 8), latent_dim=4, hidden=(64,), **kw)
+
+
+def test_elbo_goes_up_on_digits(digits):
+    history = ppvae.fit(small_vae(), digits, epochs=6, lr=3e-3, progress=False)
+    assert history.epochs == 6 and len(history.val_elbo) == 6
+    assert history.val_elbo[-1] > history.val_elbo[0] + 3.0
+    assert history.train_elbo[-1] > history.train_elbo[0] + 3.0
+    assert all(v < 0 for v in history.val_elbo)
+
+
+def test_fit_accepts_tensors_and_pairs(digits):
+    x = torch.bernoulli(digits.train.x)
+    assert ppvae.fit(small_vae(), x, epochs=1, progress=False).val_elbo == []
+    history = ppvae.fit(small_vae(), (x, digits.val.x), epochs=1, progress=False)
+    assert len(history.val_elbo) == 1
+
+
+def test_same_seed_same_result(digits):
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        vae = small_vae()
+        runs.append((ppvae.fit(vae, digits, epochs=2, seed=3, progress=False), vae))
+    assert runs[0][0].val_elbo == runs[1][0].val_elbo
+    assert torch.equal(runs[0][1].encoder.net.layers[0].weight, runs[1][1].encoder.net.layers[0].weight)
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(digits, tmp_path):
+    torch.manual_seed(0)
+    straight = small_vae()
+    h_straight = ppvae.fit(straight, digits, epochs=4, seed=1, progress=False,
+                           out_dir=tmp_path / "a", restore_best=False)
+    torch.manual_seed(0)
+    first = small_vae()
+    ppvae.fit(first, digits, epochs=2, seed=1, progress=False, out_dir=tmp_path / "b")
+    torch.manual_seed(123)  # a fresh process: different initialization, restored by the checkpoint
+    resumed = small_vae()
+    h_resumed = ppvae.fit(resumed, digits, epochs=4, seed=1, progress=False,
+                          out_dir=tmp_path / "b", resume=True, restore_best=False)
+    assert h_resumed.val_elbo == pytest.approx(h_straight.val_elbo, abs=1e-6)
+    assert h_resumed.epochs == 4
+    assert sorted(p.name for p in (tmp_path / "b" / "logs").iterdir()) == ["version_0", "version_1"]
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_checkpoints_and_logs_are_written(digits, tmp_path):
+    ppvae.fit(small_vae(), digits, epochs=2, progress=False, out_dir=tmp_path)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["epoch000.ckpt", "epoch001.ckpt", "last.ckpt"]
+    logs = tmp_path / "logs" / "version_0"
+    rows = list(csv.DictReader(open(logs / "metrics.csv")))
+    assert {"train_elbo", "val_elbo", "epoch"} <= set(rows[0])
+    assert any(logs.glob("events.out.tfevents.*"))
+
+
+def test_restore_best_keeps_best_validation_weights(digits):
+    vae = small_vae()
+    history = ppvae.fit(vae, digits, epochs=3, progress=False)
+    assert 1 <= history.best_epoch <= 3
+    assert history.val_elbo[history.best_epoch - 1] == max(history.val_elbo)
+
+
+def test_early_stopping(digits):
+    history = ppvae.fit(small_vae(), digits, epochs=40, lr=1e-9, patience=2, progress=False)
+    assert history.stopped_early and history.epochs < 40
+
+
+def test_kl_warmup_weight_rises_linearly(digits):
+    module = SVIModule(small_vae(beta=2.0), kl_warmup_epochs=4)
+
+    class FakeLoop:
+        class epoch_loop:
+            class batch_progress:
+                class current:
+                    ready = 5
+
+    class FakeTrainer:
+        num_training_batches = 10
+        fit_loop = FakeLoop
+        current_epoch = 1
+
+    module._trainer = FakeTrainer()
+    module.trainer.current_epoch = 1
+    assert module.kl_weight() == pytest.approx(2.0 * 1.5 / 4)
+    assert SVIModule(small_vae(beta=2.0)).kl_weight() == 2.0
+
+
+def test_warmup_run_trains(digits):
+    history = ppvae.fit(small_vae(), digits, epochs=2, kl_warmup_epochs=1.0, progress=False,
+                        loss="elbo-analytic")
+    assert all(math.isfinite(v) for v in history.val_elbo)
+
+
+def test_divergence_stops_with_clear_error_and_keeps_last_good_checkpoint(digits, tmp_path, monkeypatch):
+    original = SVIModule._negative_elbo
+
+    def nan_in_epoch_three(self, batch, beta):
+        loss = original(self, batch, beta)
+        return loss * float("nan") if self.current_epoch == 2 and self.training else loss
+
+    monkeypatch.setattr(SVIModule, "_negative_elbo", nan_in_epoch_three)
+    vae = small_vae()
+    with pytest.raises(TrainingDiverged, match="epoch 3"):
+        ppvae.fit(vae, digits, epochs=5, progress=False, out_dir=tmp_path)
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["epoch"] == 1  # the end of epoch 2 (0-based 1)
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+    assert all(torch.isfinite(p).all() for p in vae.parameters())
+
+
+def test_grey_data_with_bernoulli_is_refused_before_training():
+    grey = load_dataset("digits")
+    with pytest.raises(ValueError, match="binary data only"):
+        ppvae.fit(small_vae(), grey, epochs=1, progress=False)
+
+
+def test_nan_in_data_is_refused():
+    x = torch.bernoulli(torch.full((50, 64), 0.5))
+    x[3, 7] = float("nan")
+    with pytest.raises(ValueError, match="training data contains 1 NaN"):
+        ppvae.fit(small_vae(), x, epochs=1, progress=False)
+
+
+def test_resume_needs_out_dir(digits):
+    with pytest.raises(ValueError, match="out_dir"):
+        ppvae.fit(small_vae(), digits, epochs=1, resume=True, progress=False)
+
+
+def test_epoch_batches_reshuffle_per_epoch_and_binarize_dynamically():
+    x = torch.full((10, 3), 0.5)
+    epoch = [0]
+    batches = EpochBatches(x, torch.arange(10), batch_size=4, shuffle=True,
+                           dynamic_binarization=True, seed=0, epoch=lambda: epoch[0])
+    assert len(batches) == 3
+    first = list(batches)
+    again = list(batches)
+    epoch[0] = 1
+    second = list(batches)
+    assert [b[1].tolist() for b in first] == [b[1].tolist() for b in again]
+    assert [b[1].tolist() for b in first] != [b[1].tolist() for b in second]
+    assert sorted(torch.cat([b[1] for b in first]).tolist()) == list(range(10))
+    assert set(torch.cat([b[0] for b in first]).unique().tolist()) == {0.0, 1.0}
