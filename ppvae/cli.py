@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "beta": 1.0,
     "loss": "elbo",
     "num_particles": 1,
-    "epochs": 150,
+    "epochs": 400,
     "batch_size": 128,
     "lr": 1e-3,
     "kl_warmup": 0.0,

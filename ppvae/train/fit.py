@@ -124,56 +124,53 @@ def fit(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs the out_dir of the run to resume")
     train_x, val_x, dynamic = _split_data(model, data)
     L.seed_everything(seed, verbose=False)
     module = SVIModule(model, loss=loss, num_particles=num_particles, lr=lr,
                        kl_warmup_epochs=kl_warmup_epochs, seed=seed)
     history_cb = HistoryCallback()
-    callbacks: list[L.Callback] = [history_cb]
-    if patience is not None and val_x is not None:
-        early = EarlyStopping(monitor="val_elbo", mode="max", patience=patience)
-        callbacks.append(early)
-    ckpt_dir = None
-    loggers: list = []
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        ckpt_dir = out_dir / "checkpoints"
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
-                                         auto_insert_metric_name=False, save_last=True,
-                                         save_top_k=-1, save_on_train_epoch_end=True))
-        # one log version per session, so a resumed run never overwrites earlier logs
-        version = f"version_{len(list((out_dir / 'logs').glob('version_*')))}"
-        loggers = [CSVLogger(out_dir, name="logs", version=version),
-                   TensorBoardLogger(out_dir, name="logs", version=version,
-                                     default_hp_metric=False)]
-    trainer = L.Trainer(
-        max_epochs=epochs, accelerator=accelerator, devices=devices,
-        callbacks=callbacks, logger=loggers or False,
-        enable_checkpointing=out_dir is not None, enable_progress_bar=progress,
-        enable_model_summary=False, num_sanity_val_steps=0,
-        default_root_dir=out_dir, log_every_n_steps=1,
-    )
-    epoch = lambda: trainer.current_epoch  # noqa: E731
-    train_batches = EpochBatches(train_x, batch_size=batch_size, shuffle=True,
-                                 dynamic_binarization=dynamic, seed=seed, epoch=epoch)
-    val_batches = EpochBatches(val_x, batch_size=val_batch_size) if val_x is not None else None
-    ckpt_path = None
-    if resume:
-        if ckpt_dir is None:
-            raise ValueError("resume=True needs the out_dir of the run to resume")
-        last = ckpt_dir / "last.ckpt"
-        ckpt_path = str(last) if last.exists() else None
-    start = time.perf_counter()
+    early = EarlyStopping(monitor="val_elbo", mode="max", patience=patience or 0)
+    use_early = patience is not None and val_x is not None
+    callbacks: list[L.Callback] = [history_cb] + ([early] if use_early else [])
+    out_dir = Path(out_dir) if out_dir is not None else None
+    loggers = _writers(out_dir, callbacks) if out_dir is not None else []
     with _quiet_lightning():
+        trainer = L.Trainer(
+            max_epochs=epochs, accelerator=accelerator, devices=devices,
+            callbacks=callbacks, logger=loggers or False,
+            enable_checkpointing=out_dir is not None, enable_progress_bar=progress,
+            enable_model_summary=False, num_sanity_val_steps=0,
+            default_root_dir=out_dir, log_every_n_steps=50,
+        )
+        train_batches = EpochBatches(train_x, batch_size=batch_size, shuffle=True,
+                                     dynamic_binarization=dynamic, seed=seed,
+                                     epoch=lambda: trainer.current_epoch)
+        val_batches = EpochBatches(val_x, batch_size=val_batch_size) if val_x is not None else None
+        last = out_dir / "checkpoints" / "last.ckpt" if resume else None
+        start = time.perf_counter()
         trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches,
-                    ckpt_path=ckpt_path)
+                    ckpt_path=str(last) if last is not None and last.exists() else None)
     history = history_cb.history
     history.seconds += time.perf_counter() - start
-    history.stopped_early = bool(patience is not None and val_x is not None and early.stopped_epoch)
-    history.checkpoint_dir = str(ckpt_dir) if ckpt_dir else None
+    history.stopped_early = use_early and early.stopped_epoch > 0
+    history.checkpoint_dir = str(out_dir / "checkpoints") if out_dir is not None else None
     if restore_best and history_cb.best_state is not None:
         model.load_state_dict(history_cb.best_state)
     return history
+
+
+def _writers(out_dir: Path, callbacks: list[L.Callback]) -> list:
+    """Add a per-epoch checkpoint callback to ``callbacks``; return CSV and
+    TensorBoard loggers under ``out_dir/logs/version_N``, a new N per session
+    so that a resumed run never overwrites earlier logs."""
+    callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="epoch{epoch:03d}",
+                                     auto_insert_metric_name=False, save_last=True,
+                                     save_top_k=-1, save_on_train_epoch_end=True))
+    version = len(list((out_dir / "logs").glob("version_*")))
+    return [CSVLogger(out_dir, name="logs", version=version),
+            TensorBoardLogger(out_dir, name="logs", version=version, default_hp_metric=False)]
 
 
 __all__ = ["History", "TrainingDiverged", "fit"]
