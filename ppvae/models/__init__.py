@@ -1,8 +1,9 @@
 """ppvae's models, each a :class:`pyro.nn.PyroModule` with ``model`` and ``guide``."""
 
 from ppvae.models.base import LatentVariableModel
+from ppvae.models.linear_gaussian import LinearGaussian
 from ppvae.models.vae import VAE
 
-MODELS: dict[str, type[LatentVariableModel]] = {"VAE": VAE}
+MODELS: dict[str, type[LatentVariableModel]] = {"VAE": VAE, "LinearGaussian": LinearGaussian}
 
-__all__ = ["MODELS", "VAE", "LatentVariableModel"]
+__all__ = ["MODELS", "VAE", "LatentVariableModel", "LinearGaussian"]

@@ -82,11 +82,12 @@ class ContinuousBernoulliLikelihood(ObservationModel):
 
 
 class GaussianLikelihood(ObservationModel):
-    """p(x | z) = N(x; mu(z), diag sigma^2) with a learned sigma >= ``min_scale``.
+    """p(x | z) = N(x; mu(z), diag sigma^2) with sigma learned (>= ``min_scale``)
+    or fixed (``learn_scale=False``: sigma = ``init_scale``).
 
-    ``per_pixel=False`` learns one sigma shared by all pixels (the stable
-    default: pixels that are constant in the data, such as MNIST's borders, would
-    drive their own sigma to zero); ``per_pixel=True`` learns one per pixel.
+    ``per_pixel=False`` uses one sigma for all pixels (the stable default: pixels
+    that are constant in the data, such as MNIST's borders, would drive their own
+    sigma to zero); ``per_pixel=True`` uses one per pixel.
     """
 
     support = "real"
@@ -99,15 +100,22 @@ class GaussianLikelihood(ObservationModel):
         per_pixel: bool = False,
         init_scale: float = 0.1,
         min_scale: float = 1e-3,
+        learn_scale: bool = True,
     ) -> None:
         super().__init__(net)
-        self.min_scale = min_scale
-        raw = math.log(math.expm1(init_scale - min_scale))
-        self.raw_scale = nn.Parameter(torch.full((event_size if per_pixel else 1,), raw))
+        size = event_size if per_pixel else 1
+        self.min_scale = min_scale if learn_scale else 0.0
+        if learn_scale:
+            raw = math.log(math.expm1(init_scale - min_scale))
+            self.raw_scale = nn.Parameter(torch.full((size,), raw))
+        else:
+            self.register_buffer("fixed_scale", torch.full((size,), float(init_scale)))
 
     @property
     def scale(self) -> Tensor:
         """The current sigma (per pixel, or a single shared value)."""
+        if hasattr(self, "fixed_scale"):
+            return self.fixed_scale
         return softplus(self.raw_scale) + self.min_scale
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> dist.Distribution:

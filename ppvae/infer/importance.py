@@ -1,0 +1,146 @@
+"""Per-datapoint importance weights of a model/guide pair.
+
+For data points x_i in ``pyro.plate("data")`` with latents z_i local to that
+plate, and z_{k,i} ~ q(z | x_i), k = 1..K, the log importance weights are
+
+    log w_{k,i} = log p(x_i, z_{k,i}) - log q(z_{k,i} | x_i).
+
+They are computed from one vectorized trace of the guide and one of the model
+replayed against it, with the K particles in an extra plate to the left of the
+model's own plates. Every sample site's log density is reduced to the
+``(particle, data point)`` grid by summing all its other dimensions.
+
+Two things Pyro's own helpers do are deliberately avoided here:
+:func:`pyro.infer.importance.vectorized_importance_weights` sums the whole
+batch into one joint weight per particle (a bound on the batch's joint
+likelihood, not per data point), and trace log densities include ``scale``
+factors (``poutine.scale``, a beta-VAE's beta, plate subsampling), which are
+weights of an objective, not part of the density. Here scales are ignored,
+masks are honoured, and subsampled data plates are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.poutine.trace_struct import Trace
+from pyro.poutine.util import prune_subsample_sites
+from torch import Tensor
+
+PARTICLE_PLATE = "_ppvae_particles"
+
+
+def max_plate_nesting(model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> int:
+    """The number of vectorized plate dimensions used by ``model`` and ``guide``
+    (found by tracing them once, without recording parameters)."""
+    with poutine.block(), torch.no_grad():
+        guide_tr = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*args, **kwargs)
+    return max(
+        (-frame.dim for tr in (guide_tr, model_tr) for site in tr.nodes.values()
+         if site["type"] == "sample" for frame in site["cond_indep_stack"] if frame.vectorized),
+        default=0,
+    )
+
+
+def detach_distribution(fn: dist.Distribution) -> dist.Distribution:
+    """A copy of ``fn`` whose parameters are cut from the autograd graph
+    (for the doubly-reparameterized gradient). Supports ``Independent`` wrappers
+    and distributions that declare their parameters in ``arg_constraints``."""
+    if isinstance(fn, dist.Independent):
+        return dist.Independent(detach_distribution(fn.base_dist), fn.reinterpreted_batch_ndims)
+    params = {name: getattr(fn, name).detach() for name in fn.arg_constraints
+              if name in fn.__dict__ and isinstance(getattr(fn, name), Tensor)}
+    if not params:
+        raise NotImplementedError(f"cannot detach the parameters of {type(fn).__name__}")
+    return type(fn)(**params)
+
+
+def _data_frame(name: str, site: dict, plate: str):
+    for frame in site["cond_indep_stack"]:
+        if frame.name == plate:
+            if frame.dim is None:
+                raise ValueError(f"the plate {plate!r} must be vectorized: with pyro.plate(...)")
+            if frame.full_size is not None and frame.full_size != frame.size:
+                raise ValueError(
+                    f"the plate {plate!r} subsamples ({frame.size} of {frame.full_size}); "
+                    "pass exactly the data points to evaluate and no subsample_size"
+                )
+            return frame
+    raise ValueError(
+        f"sample site {name!r} is not inside pyro.plate({plate!r}); per-datapoint "
+        "importance weights need every sample site inside the data plate (latents local "
+        "to each data point, no global latents)"
+    )
+
+
+def _reduce(log_prob: Tensor, name: str, rank: int, data_dim: int) -> Tensor:
+    """Sum ``log_prob`` over every dimension but particles (leftmost of ``rank``)
+    and data (``data_dim``); returns shape ``(K or 1, N or 1)``."""
+    if log_prob.dim() > rank:
+        raise ValueError(
+            f"sample site {name!r} has batch dimensions {tuple(log_prob.shape)} not declared "
+            "by plates; declare them with pyro.plate or move them into the event with .to_event()"
+        )
+    log_prob = log_prob.reshape((1,) * (rank - log_prob.dim()) + log_prob.shape)
+    other = [d for d in range(1, rank) if d != rank + data_dim]
+    return log_prob.sum(other) if other else log_prob
+
+
+def per_datapoint_log_weights(
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    *,
+    num_particles: int,
+    plate_nesting: int,
+    data_plate: str = "data",
+    guide_values: Callable[[Trace], None] | None = None,
+    detach_guide_params: bool = False,
+) -> Tensor:
+    """Log weights ``(num_particles, num_data)`` for one batch of data.
+
+    Args:
+        model, guide: the Pyro pair, called as ``fn(*args, **kwargs)``.
+        num_particles: K, drawn in one vectorized pass.
+        plate_nesting: the model's :func:`max_plate_nesting`.
+        data_plate: the name of the plate over data points.
+        guide_values: optional hook that may replace latent values in the
+            guide trace before the model is replayed (used by DReG).
+        detach_guide_params: score log q with the guide's parameters detached
+            (used by DReG).
+    """
+    rank = plate_nesting + 1
+    particles = pyro.plate(PARTICLE_PLATE, num_particles, dim=-rank)
+    guide_tr = poutine.trace(particles(guide)).get_trace(*args, **kwargs)
+    if guide_values is not None:
+        guide_values(guide_tr)
+    model_tr = poutine.trace(poutine.replay(particles(model), trace=guide_tr)).get_trace(*args, **kwargs)
+    guide_tr, model_tr = prune_subsample_sites(guide_tr), prune_subsample_sites(model_tr)
+    log_w: Tensor | float = 0.0
+    for tr, sign in ((model_tr, 1.0), (guide_tr, -1.0)):
+        for name, site in tr.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if sign > 0 and not site["is_observed"] and name not in guide_tr.nodes:
+                raise ValueError(
+                    f"latent site {name!r} of the model has no counterpart in the guide; "
+                    "importance sampling needs the guide to propose every latent"
+                )
+            if site["infer"].get("enumerate"):
+                raise NotImplementedError(f"site {name!r} is enumerated; not supported here")
+            frame = _data_frame(name, site, data_plate)
+            fn = detach_distribution(site["fn"]) if sign < 0 and detach_guide_params else site["fn"]
+            log_prob = fn.log_prob(site["value"])
+            if site["mask"] is not None:
+                log_prob = torch.where(site["mask"], log_prob, torch.zeros_like(log_prob))
+            log_w = log_w + sign * _reduce(log_prob, name, rank, frame.dim)
+    if not isinstance(log_w, Tensor):
+        raise ValueError("the model and guide have no sample sites")
+    return log_w

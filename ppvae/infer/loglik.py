@@ -1,0 +1,243 @@
+"""Importance-weighted estimates of log p(x), one per data point.
+
+For each data point x_i and K draws z_{k,i} ~ q(z | x_i) the estimate is
+
+    log p(x_i) ~= log (1/K) sum_k w_{k,i},   w_{k,i} = p(x_i, z_{k,i}) / q(z_{k,i} | x_i)
+
+(Burda, Grosse & Salakhutdinov 2016, "Importance Weighted Autoencoders"). It is
+a stochastic lower bound: E[estimate] <= log p(x_i), increasing in K and
+consistent as K -> infinity; on the same draws, the mean log weight is the ELBO.
+
+Diagnostics per data point:
+- ESS = (sum_k w_k)^2 / sum_k w_k^2, the effective sample size of the weights;
+- Pareto k-hat of the weights' right tail, from ArviZ's PSIS (Vehtari, Simpson,
+  Gelman, Yao & Gabry 2024, "Pareto smoothed importance sampling"); k-hat > 0.7
+  marks an estimate whose variance may be infinite in practice, i.e. unreliable
+  (Yao, Vehtari, Simpson & Gelman 2018, "Yes, but did it work?").
+
+The draws are processed in chunks of data points and of particles, so memory
+does not grow with K: per data point only running sums and the largest
+ceil(min(K/5, 3 sqrt(K))) + 1 log weights (all that k-hat depends on) are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ppvae.infer.importance import max_plate_nesting, per_datapoint_log_weights
+
+KHAT_THRESHOLD = 0.7
+MIN_SAMPLES_FOR_KHAT = 10
+
+
+@dataclass(frozen=True, eq=False)
+class LogLikelihood:
+    """Per-datapoint importance-weighted log-likelihood estimates (nats).
+
+    Attributes:
+        per_datapoint: log p(x_i) estimates, shape (N,).
+        elbo: the ELBO of each data point on the same draws, shape (N,).
+        ess: effective sample size of each point's weights, in [1, K].
+        khat: Pareto k-hat of each point's weights (NaN if K < 10).
+        num_samples: K, the importance samples per data point.
+    """
+
+    per_datapoint: Tensor
+    elbo: Tensor
+    ess: Tensor
+    khat: Tensor
+    num_samples: int
+
+    @property
+    def mean(self) -> float:
+        """Mean log p(x) estimate over data points."""
+        return float(self.per_datapoint.mean())
+
+    @property
+    def stderr(self) -> float:
+        """Standard error of :attr:`mean` over data points (0 for one point)."""
+        n = len(self.per_datapoint)
+        return float(self.per_datapoint.std() / math.sqrt(n)) if n > 1 else 0.0
+
+    @property
+    def elbo_mean(self) -> float:
+        return float(self.elbo.mean())
+
+    @property
+    def khat_max(self) -> float:
+        return float(self.khat.max())
+
+    @property
+    def frac_khat_above(self) -> float:
+        """Fraction of data points with k-hat above 0.7 (NaN k-hats count as above)."""
+        return float((~(self.khat <= KHAT_THRESHOLD)).double().mean())
+
+    def to_dict(self) -> dict[str, float | int]:
+        """The summary written to ``loglik.json``."""
+        return {"mean": self.mean, "stderr": self.stderr, "elbo": self.elbo_mean,
+                "num_samples": self.num_samples, "num_datapoints": len(self.per_datapoint),
+                "khat_max": self.khat_max, "frac_khat_above_0.7": self.frac_khat_above,
+                "ess_mean": float(self.ess.mean())}
+
+    def summary(self) -> str:
+        """A few lines for humans."""
+        lines = [
+            f"log p(x) ~= {self.mean:.3f} +- {self.stderr:.3f} nats per data point "
+            f"(IW estimate, K = {self.num_samples}, {len(self.per_datapoint)} data points)",
+            f"ELBO on the same draws: {self.elbo_mean:.3f} (gap {self.mean - self.elbo_mean:.3f})",
+            f"ESS per data point: mean {float(self.ess.mean()):.1f}, min {float(self.ess.min()):.1f}"
+            f" of {self.num_samples}",
+        ]
+        if self.num_samples < MIN_SAMPLES_FOR_KHAT:
+            lines.append(f"Pareto k-hat: not computed (needs K >= {MIN_SAMPLES_FOR_KHAT})")
+        else:
+            lines.append(
+                f"Pareto k-hat: max {self.khat_max:.2f}; {100 * self.frac_khat_above:.1f}% of "
+                f"data points above {KHAT_THRESHOLD} (estimate unreliable there)"
+            )
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"LogLikelihood(mean={self.mean:.4f}, stderr={self.stderr:.4f}, K={self.num_samples})"
+
+
+def tail_size(num_samples: int) -> int:
+    """How many of the largest log weights ArviZ's PSIS looks at: its tail
+    length ceil(min(K/5, 3 sqrt(K))) plus the cutoff value below it."""
+    return min(num_samples, int(math.ceil(min(num_samples / 5.0, 3 * math.sqrt(num_samples)))) + 1)
+
+
+class WeightAccumulator:
+    """Running per-datapoint statistics of log weights arriving in particle chunks."""
+
+    def __init__(self, num_data: int, num_samples: int) -> None:
+        self.num_samples = num_samples
+        self.lse = torch.full((num_data,), -math.inf, dtype=torch.float64)
+        self.lse2 = self.lse.clone()
+        self.total = torch.zeros(num_data, dtype=torch.float64)
+        self.top = torch.empty(num_data, 0, dtype=torch.float64)
+        self.seen = 0
+
+    def add(self, log_w: Tensor) -> None:
+        """Add a chunk of log weights of shape (particles, data points)."""
+        log_w = log_w.detach().to(device="cpu", dtype=torch.float64)
+        self.lse = torch.logaddexp(self.lse, torch.logsumexp(log_w, 0))
+        self.lse2 = torch.logaddexp(self.lse2, torch.logsumexp(2 * log_w, 0))
+        self.total += log_w.sum(0)
+        merged = torch.cat([self.top, log_w.T], dim=1)
+        self.top = merged.topk(min(tail_size(self.num_samples), merged.shape[1]), dim=1).values
+        self.seen += log_w.shape[0]
+
+    def khat(self) -> Tensor:
+        """ArviZ's Pareto k-hat of each data point's K log weights, computed from
+        the kept tail padded with its smallest value (which leaves the tail, the
+        cutoff and hence k-hat unchanged)."""
+        n, k = self.top.shape[0], self.num_samples
+        if k < MIN_SAMPLES_FOR_KHAT:
+            return torch.full((n,), math.nan, dtype=torch.float64)
+        with warnings.catch_warnings():  # ArviZ announces its refactor on import
+            warnings.simplefilter("ignore", FutureWarning)
+            import arviz as az
+
+        rows = max(1, 2**22 // k)  # bound the padded array at ~32 MB
+        out = []
+        for top in torch.split(self.top, rows):
+            padded = np.repeat(top[:, -1:].numpy(), k, axis=1)
+            padded[:, : top.shape[1]] = top.numpy()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _, khat = az.psislw(padded, reff=1.0)
+            out.append(torch.as_tensor(np.asarray(khat), dtype=torch.float64).reshape(-1))
+        return torch.cat(out)
+
+    def result(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(log-mean-exp, mean log weight, ESS, k-hat) per data point."""
+        k = self.num_samples
+        return (self.lse - math.log(k), self.total / k, torch.exp(2 * self.lse - self.lse2),
+                self.khat())
+
+
+def _split_args(args: tuple, kwargs: dict, n: int, start: int, stop: int) -> tuple[tuple, dict]:
+    """Slice every tensor argument whose first dimension is n (the data) to [start:stop]."""
+    def cut(a: Any) -> Any:
+        return a[start:stop] if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n else a
+    return tuple(cut(a) for a in args), {k: cut(v) for k, v in kwargs.items()}
+
+
+@torch.no_grad()
+def log_likelihood(
+    model: Callable,
+    guide: Callable,
+    *args: Any,
+    num_samples: int = 1000,
+    data_chunk: int | None = None,
+    particle_chunk: int | None = None,
+    data_plate: str = "data",
+    seed: int | None = 0,
+    progress: bool = False,
+    **kwargs: Any,
+) -> LogLikelihood:
+    """Importance-weighted estimate of log p(x_i) for every data point.
+
+    Works for any Pyro ``model``/``guide`` pair whose data points sit in a
+    vectorized ``pyro.plate(data_plate, N)`` and whose latents are all local to
+    it (every sample site inside that plate), ppvae's or a user's own.
+
+    Args:
+        model, guide: called as ``fn(*args, **kwargs)``.
+        *args: the first is the data (N along its first dimension); every tensor
+            argument, positional or keyword, whose first dimension is N is split
+            with it into chunks.
+        num_samples: K, importance samples per data point.
+        data_chunk, particle_chunk: data points and particles per vectorized
+            pass (defaults bound the pass at ~2^15 (particle, data point) pairs).
+            The estimate does not depend on them beyond Monte Carlo noise.
+        data_plate: name of the plate over data points.
+        seed: seeds the draws (the global random state is restored afterwards);
+            None uses the current random state.
+        progress: show a progress bar over data chunks.
+        **kwargs: passed to model and guide.
+
+    Scale factors in the traces (``poutine.scale``, a beta-VAE's beta) are
+    ignored: they weight objectives, they are not part of the density.
+    """
+    if not args or not isinstance(args[0], Tensor):
+        raise ValueError("the first positional argument must be the data tensor")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    n = args[0].shape[0]
+    if n == 0:
+        raise ValueError("no data points to evaluate")
+    data_chunk = data_chunk or min(n, 128)
+    particle_chunk = min(num_samples, particle_chunk or max(1, 2**15 // data_chunk))
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        first_args, first_kwargs = _split_args(args, kwargs, n, 0, 1)
+        nesting = max_plate_nesting(model, guide, *first_args, **first_kwargs)
+        results = []
+        starts = range(0, n, data_chunk)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"log p(x), K={num_samples}", unit="chunk")
+        for start in starts:
+            chunk_args, chunk_kwargs = _split_args(args, kwargs, n, start, start + data_chunk)
+            acc = WeightAccumulator(min(data_chunk, n - start), num_samples)
+            while acc.seen < num_samples:
+                acc.add(per_datapoint_log_weights(
+                    model, guide, chunk_args, chunk_kwargs,
+                    num_particles=min(particle_chunk, num_samples - acc.seen),
+                    plate_nesting=nesting, data_plate=data_plate,
+                ))
+            results.append(acc.result())
+    per_datapoint, elbo, ess, khat = (torch.cat(parts) for parts in zip(*results))
+    return LogLikelihood(per_datapoint, elbo, ess, khat, num_samples)

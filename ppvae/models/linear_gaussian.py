@@ -1,0 +1,89 @@
+"""The linear-Gaussian latent variable model (probabilistic PCA; Tipping &
+Bishop 1999, "Probabilistic principal component analysis"), a VAE whose
+log-likelihood and posterior are known in closed form:
+
+    z ~ N(0, I_L),    x | z ~ N(W z + b, sigma^2 I_D)
+
+    log p(x) = log N(x; b, W W^T + sigma^2 I)
+    p(z | x) = N(M^{-1} W^T (x - b), sigma^2 M^{-1}),   M = W^T W + sigma^2 I
+
+The guide is an amortized diagonal Gaussian with a linear encoder, as in a VAE;
+:meth:`LinearGaussian.exact_guide` is the true posterior (full covariance),
+with which the importance-weighted estimate is exact for any K, even K = 1.
+Use it to check estimators and intuition against exact answers.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import Tensor
+
+from ppvae.models.base import LatentVariableModel
+from ppvae.nn import MLP
+from ppvae.pieces import DiagonalGaussian, GaussianLikelihood, StandardNormalPrior
+
+
+class LinearGaussian(LatentVariableModel):
+    """Probabilistic PCA as a Pyro model/guide pair.
+
+    Args:
+        input_dim: D, the data dimension.
+        latent_dim: L.
+        sigma: the fixed observation noise standard deviation.
+    """
+
+    def __init__(self, input_dim: int, latent_dim: int = 2, sigma: float = 0.5) -> None:
+        if sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        super().__init__(input_shape=input_dim, latent_dim=latent_dim, sigma=sigma)
+        self.latent_dim = latent_dim
+        self.prior = StandardNormalPrior(latent_dim)
+        self.encoder = DiagonalGaussian(MLP(input_dim, [], 2 * latent_dim), latent_dim)
+        self.likelihood = GaussianLikelihood(MLP(latent_dim, [], input_dim), input_dim,
+                                             init_scale=sigma, learn_scale=False)
+        self._register_with_pyro()
+
+    @property
+    def weight(self) -> Tensor:
+        """W, shape (D, L)."""
+        return self.likelihood.net.layers[0].weight
+
+    @property
+    def bias(self) -> Tensor:
+        """b, shape (D,)."""
+        return self.likelihood.net.layers[0].bias
+
+    @property
+    def sigma(self) -> float:
+        return float(self.likelihood.scale)
+
+    def model(self, x: Tensor) -> None:
+        self.check_shape(x)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z = pyro.sample("z", self.prior())
+            pyro.sample("x", self.likelihood(z), obs=x)
+
+    def guide(self, x: Tensor) -> None:
+        self.check_shape(x)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("z", self.encoder(x))
+
+    def exact_posterior(self, x: Tensor) -> dist.MultivariateNormal:
+        """p(z | x) for each row of x, a full-covariance Gaussian."""
+        w, s2 = self.weight, self.sigma**2
+        m = w.T @ w + s2 * torch.eye(self.latent_dim, dtype=w.dtype, device=w.device)
+        loc = torch.linalg.solve(m, w.T @ (x - self.bias).T).T
+        return dist.MultivariateNormal(loc, covariance_matrix=s2 * torch.linalg.inv(m))
+
+    def exact_guide(self, x: Tensor) -> None:
+        """A guide that proposes from the exact posterior p(z | x)."""
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("z", self.exact_posterior(x))
+
+    def exact_log_likelihood(self, x: Tensor) -> Tensor:
+        """log p(x_i) = log N(x_i; b, W W^T + sigma^2 I) for each row, shape (N,)."""
+        w = self.weight
+        cov = w @ w.T + self.sigma**2 * torch.eye(self.input_dim, dtype=w.dtype, device=w.device)
+        return dist.MultivariateNormal(self.bias, covariance_matrix=cov).log_prob(x)
