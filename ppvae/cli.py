@@ -42,8 +42,9 @@ DEFAULTS: dict[str, Any] = {
     "network": "mlp",
     "activation": "relu",
     "beta": 1.0,
-    "loss": "elbo",
+    "objective": "elbo",
     "num_particles": 1,
+    "dreg": False,
     "epochs": 400,
     "batch_size": 128,
     "lr": 1e-3,
@@ -203,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
           file=sys.stderr)
     history = ppvae.fit(
         model, data, epochs=config["epochs"], batch_size=config["batch_size"], lr=config["lr"],
-        loss=config["loss"], num_particles=config["num_particles"],
+        objective=config["objective"], num_particles=config["num_particles"], dreg=config["dreg"],
         kl_warmup_epochs=config["kl_warmup"], patience=config["patience"], seed=config["seed"],
         out_dir=run_dir, resume=bool(args.resume), progress=not args.no_progress,
         accelerator=config["accelerator"], devices=config["devices"],
@@ -300,9 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--activation", help=f"hidden activation ({d['activation']})")
     g.add_argument("--beta", type=float, help=f"KL weight of the beta-VAE ({d['beta']})")
     g = train.add_argument_group("training")
-    g.add_argument("--loss", choices=["elbo", "elbo-analytic"],
-                   help=f"objective; elbo-analytic uses the closed-form KL ({d['loss']})")
+    g.add_argument("--objective", choices=["elbo", "elbo-analytic", "iwae"],
+                   help="training objective: the ELBO, the ELBO with closed-form KL, or the "
+                        f"per-datapoint IWAE bound with K = --num-particles ({d['objective']})")
     g.add_argument("--num-particles", type=int, help="samples of z per data point per step (1)")
+    g.add_argument("--dreg", action="store_const", const=True,
+                   help="doubly-reparameterized guide gradients (with --objective iwae)")
     g.add_argument("--epochs", type=int, help=f"maximum epochs ({d['epochs']})")
     g.add_argument("--batch-size", type=int, help=f"batch size ({d['batch_size']})")
     g.add_argument("--lr", type=float, help=f"Adam learning rate ({d['lr']})")

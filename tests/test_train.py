@@ -108,18 +108,18 @@ def test_kl_warmup_weight_rises_linearly(digits):
 
 def test_warmup_run_trains(digits):
     history = ppvae.fit(small_vae(), digits, epochs=2, kl_warmup_epochs=1.0, progress=False,
-                        loss="elbo-analytic")
+                        objective="elbo-analytic")
     assert all(math.isfinite(v) for v in history.val_elbo)
 
 
 def test_divergence_stops_with_clear_error_and_keeps_last_good_checkpoint(digits, tmp_path, monkeypatch):
-    original = SVIModule._negative_elbo
+    original = SVIModule._negative_objective
 
-    def nan_in_epoch_three(self, batch, beta):
-        loss = original(self, batch, beta)
+    def nan_in_epoch_three(self, batch, beta, objective=None):
+        loss = original(self, batch, beta, objective)
         return loss * float("nan") if self.current_epoch == 2 and self.training else loss
 
-    monkeypatch.setattr(SVIModule, "_negative_elbo", nan_in_epoch_three)
+    monkeypatch.setattr(SVIModule, "_negative_objective", nan_in_epoch_three)
     vae = small_vae()
     with pytest.raises(TrainingDiverged, match="epoch 3"):
         ppvae.fit(vae, digits, epochs=5, progress=False, out_dir=tmp_path)

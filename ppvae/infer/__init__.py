@@ -1,6 +1,10 @@
-"""Inference: objectives and estimators that work on any model/guide pair with
-a ``"data"`` plate."""
+"""Inference: objectives and estimators that work on any Pyro model/guide pair
+whose data points sit in a ``pyro.plate("data")``."""
 
-from ppvae.infer.elbo import LOSSES, evaluate_elbo, make_loss
+from ppvae.infer.elbo import evaluate_elbo
+from ppvae.infer.iwae import IWAE
+from ppvae.infer.loglik import LogLikelihood, log_likelihood
+from ppvae.infer.objectives import OBJECTIVES, make_objective
 
-__all__ = ["LOSSES", "evaluate_elbo", "make_loss"]
+__all__ = ["IWAE", "OBJECTIVES", "LogLikelihood", "evaluate_elbo", "log_likelihood",
+           "make_objective"]

@@ -1,4 +1,4 @@
-"""Evidence lower bounds for training and evaluation.
+"""The evidence lower bound, evaluated over a data set.
 
 For a model/guide pair with data in ``pyro.plate("data")`` the ELBO of data
 point i is
@@ -18,25 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from torch import Tensor
 
-LOSSES: dict[str, type[ELBO]] = {"elbo": Trace_ELBO, "elbo-analytic": TraceMeanField_ELBO}
-
-
-def make_loss(name: str = "elbo", num_particles: int = 1) -> ELBO:
-    """The Pyro ELBO named ``name`` (one of :data:`LOSSES`), with
-    ``num_particles`` vectorized samples per data point."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
-    if num_particles < 1:
-        raise ValueError(f"num_particles must be at least 1, got {num_particles}")
-    return LOSSES[name](
-        num_particles=num_particles,
-        vectorize_particles=num_particles > 1,
-        max_plate_nesting=1,
-    )
-
+from ppvae.infer.objectives import make_objective
 
 @torch.no_grad()
 def evaluate_elbo(
@@ -46,16 +30,17 @@ def evaluate_elbo(
     *args: Any,
     num_particles: int = 1,
     batch_size: int = 1024,
-    loss: str = "elbo",
+    objective: str = "elbo",
     **kwargs: Any,
 ) -> float:
     """Mean ELBO per data point (nats) of ``x`` under ``model``/``guide``.
 
     ``x`` is split into batches of ``batch_size`` along its first dimension,
     and ``model(x_batch, *args, **kwargs)`` is called on each; the estimate
-    averages ``num_particles`` samples per data point.
+    averages ``num_particles`` samples per data point; ``objective`` may be
+    ``"elbo"`` or ``"elbo-analytic"`` (see :mod:`ppvae.infer.objectives`).
     """
-    elbo = make_loss(loss, num_particles)
+    elbo = make_objective(objective, num_particles)
     total = 0.0
     for batch in torch.split(x, batch_size):
         total -= elbo.loss(model, guide, batch, *args, **kwargs)

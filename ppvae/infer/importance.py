@@ -37,8 +37,8 @@ PARTICLE_PLATE = "_ppvae_particles"
 
 def max_plate_nesting(model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> int:
     """The number of vectorized plate dimensions used by ``model`` and ``guide``
-    (found by tracing them once, without recording parameters)."""
-    with poutine.block(), torch.no_grad():
+    (found by tracing them once, leaving the random state as it was)."""
+    with poutine.block(), torch.no_grad(), torch.random.fork_rng(devices=[]):
         guide_tr = poutine.trace(guide).get_trace(*args, **kwargs)
         model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*args, **kwargs)
     return max(

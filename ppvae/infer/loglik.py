@@ -221,7 +221,7 @@ def log_likelihood(
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        first_args, first_kwargs = _split_args(args, kwargs, n, 0, 1)
+        first_args, first_kwargs = _split_args(args, kwargs, n, 0, data_chunk)
         nesting = max_plate_nesting(model, guide, *first_args, **first_kwargs)
         results = []
         starts = range(0, n, data_chunk)

@@ -95,3 +95,12 @@ class LatentVariableModel(PyroModule):
             )
         self.likelihood.check(x, support=support, name=name)
         return x
+
+    def log_likelihood(self, x: Tensor | np.ndarray, *, num_samples: int = 1000, **kwargs: Any):
+        """Importance-weighted estimates of log p(x_i) per data point, with
+        standard error, ELBO, ESS and PSIS k-hat: :func:`ppvae.infer.log_likelihood`
+        on this model's ``model``/``guide`` (keyword arguments are passed on)."""
+        from ppvae.infer import log_likelihood  # the inference layer sits above the models
+
+        return log_likelihood(self.model, self.guide, self.prepare(x), num_samples=num_samples,
+                              **kwargs)

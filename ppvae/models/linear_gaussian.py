@@ -77,6 +77,21 @@ class LinearGaussian(LatentVariableModel):
         loc = torch.linalg.solve(m, w.T @ (x - self.bias).T).T
         return dist.MultivariateNormal(loc, covariance_matrix=s2 * torch.linalg.inv(m))
 
+    @torch.no_grad()
+    def set_guide_to_posterior(self, inflate: float = 1.0) -> None:
+        """Set the amortized guide to the exact posterior mean and ``inflate``
+        times its marginal standard deviations. The posterior mean is linear in x
+        and its covariance does not depend on x, so the linear encoder can
+        represent both; only the posterior correlations are lost (diagonal q)."""
+        zero = self.exact_posterior(torch.zeros(1, self.input_dim, device=self.device))
+        eye = self.exact_posterior(torch.eye(self.input_dim, device=self.device))
+        layer = self.encoder.net.layers[0]
+        layer.weight.zero_()
+        layer.weight[: self.latent_dim] = (eye.loc - zero.loc).T
+        layer.bias[: self.latent_dim] = zero.loc[0]
+        std = inflate * zero.covariance_matrix[0].diagonal().sqrt() - self.encoder.min_scale
+        layer.bias[self.latent_dim :] = torch.log(torch.expm1(std))
+
     def exact_guide(self, x: Tensor) -> None:
         """A guide that proposes from the exact posterior p(z | x)."""
         with pyro.plate("data", x.shape[0], dim=-1):

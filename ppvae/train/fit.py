@@ -73,8 +73,9 @@ def fit(
     epochs: int = 50,
     batch_size: int = 128,
     lr: float = 1e-3,
-    loss: str = "elbo",
+    objective: str = "elbo",
     num_particles: int = 1,
+    dreg: bool = False,
     kl_warmup_epochs: float = 0.0,
     patience: int | None = None,
     seed: int = 0,
@@ -100,8 +101,12 @@ def fit(
         epochs: maximum number of epochs.
         batch_size: data points per step.
         lr: Adam learning rate.
-        loss: ``"elbo"`` (Monte Carlo KL) or ``"elbo-analytic"`` (closed-form KL).
+        objective: ``"elbo"`` (Monte Carlo KL), ``"elbo-analytic"`` (closed-form
+            KL) or ``"iwae"`` (the per-datapoint importance-weighted bound of
+            Burda et al. 2016 with K = ``num_particles``).
         num_particles: samples of z per data point per step.
+        dreg: with ``"iwae"``, doubly-reparameterized gradients for the guide
+            (Tucker et al. 2019).
         kl_warmup_epochs: epochs over which the KL weight rises linearly to beta.
         patience: stop after this many epochs without a better validation ELBO
             (None: no early stopping).
@@ -124,11 +129,13 @@ def fit(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if objective == "iwae" and (model.beta != 1 or kl_warmup_epochs > 0):
+        raise ValueError("objective='iwae' bounds log p(x): it takes no beta != 1 or KL warm-up")
     if resume and out_dir is None:
         raise ValueError("resume=True needs the out_dir of the run to resume")
     train_x, val_x, dynamic = _split_data(model, data)
     L.seed_everything(seed, verbose=False)
-    module = SVIModule(model, loss=loss, num_particles=num_particles, lr=lr,
+    module = SVIModule(model, objective=objective, num_particles=num_particles, dreg=dreg, lr=lr,
                        kl_warmup_epochs=kl_warmup_epochs, seed=seed)
     history_cb = HistoryCallback()
     early = EarlyStopping(monitor="val_elbo", mode="max", patience=patience or 0)

@@ -6,9 +6,9 @@ differentiable negative ELBO, summed over the batch) and Lightning does the
 rest (optimizer step, logging, checkpoints, progress bar, devices).
 
 Logged metrics, per data point in nats:
-- ``train_elbo``: the training objective, the ELBO with the KL term weighted by
+- ``train_elbo``: the training objective: the ELBO with the KL term weighted by
   beta times the warm-up factor (equal to the ELBO once warm-up is over and
-  beta = 1);
+  beta = 1), or the IWAE bound for ``objective="iwae"``;
 - ``val_elbo``: the ELBO itself (beta = 1) on the validation data.
 """
 
@@ -19,7 +19,7 @@ import pyro
 import torch
 from torch import Tensor
 
-from ppvae.infer import make_loss
+from ppvae.infer import make_objective
 from ppvae.models import LatentVariableModel
 from ppvae.train.batches import epoch_seed
 
@@ -33,8 +33,10 @@ class SVIModule(L.LightningModule):
 
     Args:
         model: a ppvae model whose ``model``/``guide`` take ``(*batch, beta=...)``.
-        loss: ``"elbo"`` or ``"elbo-analytic"`` (see :mod:`ppvae.infer.elbo`).
+        objective: ``"elbo"``, ``"elbo-analytic"`` or ``"iwae"`` (see
+            :mod:`ppvae.infer.objectives`); validation always reports the ELBO.
         num_particles: samples of z per data point in each step.
+        dreg: doubly-reparameterized guide gradients (``"iwae"`` only).
         lr: Adam learning rate.
         kl_warmup_epochs: linearly raise the KL weight from 0 to beta over this
             many epochs (Bowman et al. 2016; Sønderby et al. 2016); 0 disables.
@@ -46,15 +48,17 @@ class SVIModule(L.LightningModule):
         self,
         model: LatentVariableModel,
         *,
-        loss: str = "elbo",
+        objective: str = "elbo",
         num_particles: int = 1,
+        dreg: bool = False,
         lr: float = 1e-3,
         kl_warmup_epochs: float = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
         self.model = model
-        self.loss = make_loss(loss, num_particles)
+        self.objective = make_objective(objective, num_particles, dreg=dreg)
+        self.val_objective = make_objective("elbo")
         self.lr = lr
         self.kl_warmup_epochs = kl_warmup_epochs
         self.seed = seed
@@ -67,15 +71,16 @@ class SVIModule(L.LightningModule):
         progress = self.current_epoch + self.trainer.fit_loop.epoch_loop.batch_progress.current.ready / batches
         return self.model.beta * min(1.0, progress / self.kl_warmup_epochs)
 
-    def _negative_elbo(self, batch: tuple[Tensor, ...], beta: float) -> Tensor:
-        return self.loss.differentiable_loss(self.model.model, self.model.guide, *batch, beta=beta)
+    def _negative_objective(self, batch: tuple[Tensor, ...], beta: float, objective=None) -> Tensor:
+        objective = objective or self.objective
+        return objective.differentiable_loss(self.model.model, self.model.guide, *batch, beta=beta)
 
     def on_train_epoch_start(self) -> None:
         pyro.set_rng_seed(epoch_seed(self.seed, self.current_epoch, 2) % 2**32)
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         n = len(batch[0])
-        loss = self._negative_elbo(batch, self.kl_weight()) / n
+        loss = self._negative_objective(batch, self.kl_weight()) / n
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at epoch {self.current_epoch + 1}, "
@@ -87,7 +92,8 @@ class SVIModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         n = len(batch[0])
-        self.log("val_elbo", -self._negative_elbo(batch, 1.0) / n, on_epoch=True, batch_size=n)
+        val = self._negative_objective(batch, 1.0, self.val_objective) / n
+        self.log("val_elbo", -val, on_epoch=True, batch_size=n)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.model.parameters(), lr=self.lr)
