@@ -241,6 +241,31 @@ def _load_run(args: argparse.Namespace):
     return run_dir, config, ppvae.load(run_dir / "model")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ppvae.infer import evaluate_elbo
+    from ppvae.plots import plot_log_likelihood
+
+    run_dir, config, model = _load_run(args)
+    if args.num_samples < 1:
+        raise CLIError(f"--num-samples must be at least 1, got {args.num_samples}")
+    split = getattr(dataset_for(config), args.split)
+    x = model.prepare(split.x[: args.max_points], name=f"{args.split} data")
+    start = time.perf_counter()
+    result = model.log_likelihood(x, num_samples=args.num_samples, seed=args.seed,
+                                  progress=not args.no_progress)
+    seconds = time.perf_counter() - start
+    elbo = evaluate_elbo(model.model, model.guide, x, num_particles=10)
+    record = {**result.to_dict(), "split": args.split, "seconds": seconds,
+              "elbo_10_particles": elbo}
+    write_json(run_dir / "loglik.json", record)
+    plot_log_likelihood(result.curve(), result.khat, elbo=result.elbo_mean,
+                        path=run_dir / "loglik.png",
+                        title=f"{config['model'].upper()} on {config['dataset']} ({args.split})")
+    print(result.summary())
+    print(f"({seconds:.1f} s) wrote {run_dir / 'loglik.json'} and {run_dir / 'loglik.png'}")
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     run_dir, config, model = _load_run(args)
     out = Path(args.out or run_dir / "samples.png")
@@ -324,6 +349,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true", default=False,
                    help="no progress bar")
     train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser(
+        "evaluate", help="importance-weighted log-likelihood of a trained model",
+        description="Estimate log p(x) per data point by importance sampling with the "
+                    "model's guide (Burda et al. 2016), with ELBO, ESS and PSIS k-hat; writes "
+                    "RUN_DIR/loglik.json and RUN_DIR/loglik.png.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ev.add_argument("run_dir", metavar="RUN_DIR", help="a run directory from `ppvae train`")
+    ev.add_argument("--num-samples", "-k", type=int, default=1000,
+                    help="importance samples K per data point")
+    ev.add_argument("--split", choices=["test", "val"], default="test", help="data split")
+    ev.add_argument("--max-points", type=int, default=None, help="evaluate the first N only")
+    ev.add_argument("--seed", type=int, default=0, help="random seed of the draws")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_evaluate)
 
     for name, func, helptext in [
         ("sample", cmd_sample, "draw samples from a trained model (samples.png)"),

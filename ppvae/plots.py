@@ -389,3 +389,53 @@ def plot_latent_manifold(
     if title:
         ax.set_title(title)
     return _finish(fig, path)
+
+
+def plot_log_likelihood(
+    curve: Mapping[int, Sequence[float]],
+    khat: ArrayLike,
+    *,
+    elbo: float | None = None,
+    path: PathLike = None,
+    title: str = "Importance-weighted log-likelihood",
+) -> Figure:
+    """Two panels: the IW estimate (mean +- standard error over data points)
+    against the number of importance samples K (log axis), with the ELBO as a
+    dashed line; and the histogram of the per-datapoint Pareto k-hat, with the
+    0.5 and 0.7 thresholds of Vehtari et al.
+
+    ``curve`` maps K to ``(mean, stderr)``; ``khat`` holds one value per data
+    point (NaN values, from K < 10, are left out).
+    """
+    if not curve:
+        raise ValueError("curve is empty: nothing to plot")
+    ks = sorted(curve)
+    means = np.array([curve[k][0] for k in ks], dtype=float)
+    errs = np.array([curve[k][1] for k in ks], dtype=float)
+    fig = Figure(figsize=(10, 3.8))
+    ax_k, ax_h = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1]})
+    ax_k.errorbar(ks, means, yerr=errs, marker="o", capsize=3, label="IW estimate from the first K draws\n(± s.e. over data points)")
+    if elbo is not None:
+        ax_k.axhline(elbo, color="tab:gray", linestyle="--", label="ELBO")
+    ax_k.set_xscale("log")
+    ax_k.set_xlabel("importance samples K")
+    ax_k.set_ylabel("log p(x) estimate (nats per data point)")
+    ax_k.grid(True, alpha=0.3)
+    ax_k.legend(loc="lower right")
+    values = _to_numpy(khat).astype(float).ravel()
+    values = values[np.isfinite(values)]
+    if values.size:
+        ax_h.hist(values, bins=min(40, max(5, values.size // 5)), color="tab:blue", alpha=0.8)
+        for threshold, color in ((0.5, "tab:orange"), (0.7, "tab:red")):
+            ax_h.axvline(threshold, color=color, linestyle="--", label=f"k = {threshold}")
+        ax_h.legend(loc="upper right")
+        share = 100 * float(np.mean(values > 0.7))
+        ax_h.set_title(f"{share:.1f}% of data points with k-hat > 0.7", fontsize=10)
+    else:
+        ax_h.text(0.5, 0.5, "k-hat needs K >= 10", ha="center", va="center",
+                  transform=ax_h.transAxes)
+    ax_h.set_xlabel("Pareto k-hat per data point")
+    ax_h.set_ylabel("data points")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _finish(fig, path)

@@ -99,3 +99,15 @@ def test_console_script_help():
     result = subprocess.run([sys.executable, "-m", "ppvae.cli", "--version"],
                             capture_output=True, text=True, check=True)
     assert result.stdout.startswith("ppvae ")
+
+
+def test_evaluate_writes_loglik_json_and_figure(run_dir, capsys):
+    assert main(["evaluate", str(run_dir), "--num-samples", "50", "--no-progress"]) == 0
+    record = json.loads((run_dir / "loglik.json").read_text())
+    assert {"mean", "stderr", "elbo", "num_samples", "khat_max",
+            "frac_khat_above_0.7"} <= set(record)
+    assert record["num_samples"] == 50 and record["elbo"] <= record["mean"] < 0
+    assert list(record["by_num_samples"]) == ["1", "10", "50"]
+    assert (run_dir / "loglik.png").stat().st_size > 1000
+    assert "log p(x) ~=" in capsys.readouterr().out
+    assert main(["evaluate", str(run_dir), "--num-samples", "0"]) == 2

@@ -102,7 +102,7 @@ def test_accumulator_matches_direct_computation_for_any_chunking():
         acc = WeightAccumulator(n, k)
         for part in torch.split(log_w, chunk):
             acc.add(part)
-        lme, elbo, ess, khat = acc.result()
+        lme, elbo, ess, khat, _ = acc.result()
         assert acc.top.shape == (n, tail_size(k))
         for got, want in zip((lme, elbo, ess), direct):
             assert torch.allclose(got, want, rtol=1e-10, atol=1e-10)
@@ -205,3 +205,14 @@ def test_bad_arguments():
         log_likelihood(vae.model, vae.guide, num_samples=3)
     with pytest.raises(ValueError, match="no data points"):
         log_likelihood(vae.model, vae.guide, torch.zeros(0, 64), num_samples=3)
+
+
+def test_curve_uses_nested_subsets_of_the_same_draws(ppca):
+    model, x = ppca
+    r = log_likelihood(model.model, model.guide, x, num_samples=250, particle_chunk=64)
+    assert sorted(r.by_num_samples) == [1, 10, 100]
+    curve = r.curve()
+    assert list(curve) == [1, 10, 100, 250] and curve[250][0] == r.mean
+    short = log_likelihood(model.model, model.guide, x, num_samples=100, particle_chunk=64)
+    assert torch.allclose(short.per_datapoint, r.by_num_samples[100])  # same first 100 draws
+    assert torch.allclose(short.by_num_samples[10], r.by_num_samples[10])

@@ -214,3 +214,15 @@ def test_latent_manifold_rejects_bad_input():
 def test_module_does_not_use_pyplot():
     code = "import sys, ppvae.plots; assert 'matplotlib.pyplot' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_plot_log_likelihood(tmp_path):
+    from ppvae.plots import plot_log_likelihood
+
+    fig = plot_log_likelihood({1: (-30.0, 0.5), 10: (-29.0, 0.5), 100: (-28.7, 0.5)},
+                              np.r_[np.random.default_rng(0).normal(0.5, 0.2, 100), np.nan],
+                              elbo=-30.1, path=tmp_path / "ll.png")
+    assert fig is not None and (tmp_path / "ll.png").stat().st_size > 1000
+    plot_log_likelihood({1: (-30.0, 0.0)}, np.full(3, np.nan))
+    with pytest.raises(ValueError, match="empty"):
+        plot_log_likelihood({}, [])

@@ -48,6 +48,9 @@ class LogLikelihood:
         ess: effective sample size of each point's weights, in [1, K].
         khat: Pareto k-hat of each point's weights (NaN if K < 10).
         num_samples: K, the importance samples per data point.
+        by_num_samples: {k: per-datapoint estimates from the first k draws}
+            for k = 1, 10, 100, ... below K: how the estimate grows with k,
+            on nested subsets of the same draws.
     """
 
     per_datapoint: Tensor
@@ -55,6 +58,7 @@ class LogLikelihood:
     ess: Tensor
     khat: Tensor
     num_samples: int
+    by_num_samples: dict[int, Tensor]
 
     @property
     def mean(self) -> float:
@@ -80,12 +84,21 @@ class LogLikelihood:
         """Fraction of data points with k-hat above 0.7 (NaN k-hats count as above)."""
         return float((~(self.khat <= KHAT_THRESHOLD)).double().mean())
 
-    def to_dict(self) -> dict[str, float | int]:
+    def curve(self) -> dict[int, tuple[float, float]]:
+        """{k: (mean, stderr)} of the estimate from the first k draws, k up to K."""
+        per_k = {**self.by_num_samples, self.num_samples: self.per_datapoint}
+        n = len(self.per_datapoint)
+        return {k: (float(v.mean()), float(v.std() / math.sqrt(n)) if n > 1 else 0.0)
+                for k, v in sorted(per_k.items())}
+
+    def to_dict(self) -> dict[str, Any]:
         """The summary written to ``loglik.json``."""
         return {"mean": self.mean, "stderr": self.stderr, "elbo": self.elbo_mean,
                 "num_samples": self.num_samples, "num_datapoints": len(self.per_datapoint),
-                "khat_max": self.khat_max, "frac_khat_above_0.7": self.frac_khat_above,
-                "ess_mean": float(self.ess.mean())}
+                "khat_max": None if math.isnan(self.khat_max) else self.khat_max,
+                "frac_khat_above_0.7": self.frac_khat_above,
+                "ess_mean": float(self.ess.mean()),
+                "by_num_samples": {str(k): v[0] for k, v in self.curve().items()}}
 
     def summary(self) -> str:
         """A few lines for humans."""
@@ -125,6 +138,15 @@ class WeightAccumulator:
         self.total = torch.zeros(num_data, dtype=torch.float64)
         self.top = torch.empty(num_data, 0, dtype=torch.float64)
         self.seen = 0
+        self.checkpoints = [10**j for j in range(int(math.log10(num_samples)) + 1)
+                            if 10**j < num_samples]
+        self.partial: dict[int, Tensor] = {}
+
+    def next_chunk(self, particle_chunk: int) -> int:
+        """Particles to draw next: at most ``particle_chunk``, stopping at the
+        next checkpoint so the running estimate can be recorded there."""
+        stop = next((c for c in self.checkpoints if c > self.seen), self.num_samples)
+        return min(particle_chunk, stop - self.seen)
 
     def add(self, log_w: Tensor) -> None:
         """Add a chunk of log weights of shape (particles, data points)."""
@@ -135,6 +157,8 @@ class WeightAccumulator:
         merged = torch.cat([self.top, log_w.T], dim=1)
         self.top = merged.topk(min(tail_size(self.num_samples), merged.shape[1]), dim=1).values
         self.seen += log_w.shape[0]
+        if self.seen in self.checkpoints:
+            self.partial[self.seen] = self.lse - math.log(self.seen)
 
     def khat(self) -> Tensor:
         """ArviZ's Pareto k-hat of each data point's K log weights, computed from
@@ -158,11 +182,11 @@ class WeightAccumulator:
             out.append(torch.as_tensor(np.asarray(khat), dtype=torch.float64).reshape(-1))
         return torch.cat(out)
 
-    def result(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(log-mean-exp, mean log weight, ESS, k-hat) per data point."""
+    def result(self) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[int, Tensor]]:
+        """(log-mean-exp, mean log weight, ESS, k-hat, partial estimates) per data point."""
         k = self.num_samples
         return (self.lse - math.log(k), self.total / k, torch.exp(2 * self.lse - self.lse2),
-                self.khat())
+                self.khat(), self.partial)
 
 
 def _split_args(args: tuple, kwargs: dict, n: int, start: int, stop: int) -> tuple[tuple, dict]:
@@ -235,9 +259,10 @@ def log_likelihood(
             while acc.seen < num_samples:
                 acc.add(per_datapoint_log_weights(
                     model, guide, chunk_args, chunk_kwargs,
-                    num_particles=min(particle_chunk, num_samples - acc.seen),
+                    num_particles=acc.next_chunk(particle_chunk),
                     plate_nesting=nesting, data_plate=data_plate,
                 ))
             results.append(acc.result())
-    per_datapoint, elbo, ess, khat = (torch.cat(parts) for parts in zip(*results))
-    return LogLikelihood(per_datapoint, elbo, ess, khat, num_samples)
+    per_datapoint, elbo, ess, khat = (torch.cat(parts) for parts in list(zip(*results))[:4])
+    partial = {k: torch.cat([r[4][k] for r in results]) for k in results[0][4]}
+    return LogLikelihood(per_datapoint, elbo, ess, khat, num_samples, partial)
