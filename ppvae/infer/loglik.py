@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyro
 import torch
+from pyro.infer.util import is_validation_enabled
 from torch import Tensor
 
 from ppvae.infer.importance import max_plate_nesting, per_datapoint_log_weights
@@ -222,7 +224,8 @@ def log_likelihood(
             with it into chunks.
         num_samples: K, importance samples per data point.
         data_chunk, particle_chunk: data points and particles per vectorized
-            pass (defaults bound the pass at ~2^15 (particle, data point) pairs).
+            pass (defaults: 32 data points and 2^12 (particle, data point) pairs,
+            which keeps a pass's tensors in cache; benchmarks/eval_speed.py).
             The estimate does not depend on them beyond Monte Carlo noise.
         data_plate: name of the plate over data points.
         seed: seeds the draws (the global random state is restored afterwards);
@@ -240,13 +243,14 @@ def log_likelihood(
     n = args[0].shape[0]
     if n == 0:
         raise ValueError("no data points to evaluate")
-    data_chunk = data_chunk or min(n, 128)
-    particle_chunk = min(num_samples, particle_chunk or max(1, 2**15 // data_chunk))
+    data_chunk = data_chunk or min(n, 32)
+    particle_chunk = min(num_samples, particle_chunk or max(1, 2**12 // data_chunk))
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
         first_args, first_kwargs = _split_args(args, kwargs, n, 0, data_chunk)
         nesting = max_plate_nesting(model, guide, *first_args, **first_kwargs)
+        validate = is_validation_enabled()
         results = []
         starts = range(0, n, data_chunk)
         if progress:
@@ -257,11 +261,14 @@ def log_likelihood(
             chunk_args, chunk_kwargs = _split_args(args, kwargs, n, start, start + data_chunk)
             acc = WeightAccumulator(min(data_chunk, n - start), num_samples)
             while acc.seen < num_samples:
-                acc.add(per_datapoint_log_weights(
-                    model, guide, chunk_args, chunk_kwargs,
-                    num_particles=acc.next_chunk(particle_chunk),
-                    plate_nesting=nesting, data_plate=data_plate,
-                ))
+                # the first pass validates distributions' arguments and values;
+                # later passes repeat the same computation on new draws
+                with pyro.validation_enabled(validate and not results and acc.seen == 0):
+                    acc.add(per_datapoint_log_weights(
+                        model, guide, chunk_args, chunk_kwargs,
+                        num_particles=acc.next_chunk(particle_chunk),
+                        plate_nesting=nesting, data_plate=data_plate,
+                    ))
             results.append(acc.result())
     per_datapoint, elbo, ess, khat = (torch.cat(parts) for parts in list(zip(*results))[:4])
     partial = {k: torch.cat([r[4][k] for r in results]) for k in results[0][4]}

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 import warnings
+from datetime import timedelta
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,6 +72,7 @@ def fit(
     data: TrainData,
     *,
     epochs: int = 50,
+    max_minutes: float | None = None,
     batch_size: int = 128,
     lr: float = 1e-3,
     objective: str = "elbo",
@@ -99,6 +101,7 @@ def fit(
             binarization re-draws the training pixels every epoch), a tensor of
             training data, or a pair ``(x_train, x_val)``.
         epochs: maximum number of epochs.
+        max_minutes: stop after this much training time (None: no limit).
         batch_size: data points per step.
         lr: Adam learning rate.
         objective: ``"elbo"`` (Monte Carlo KL), ``"elbo-analytic"`` (closed-form
@@ -145,7 +148,8 @@ def fit(
     loggers = _writers(out_dir, callbacks) if out_dir is not None else []
     with _quiet_lightning():
         trainer = L.Trainer(
-            max_epochs=epochs, accelerator=accelerator, devices=devices,
+            max_epochs=epochs, max_time=None if max_minutes is None else timedelta(minutes=max_minutes),
+            accelerator=accelerator, devices=devices,
             callbacks=callbacks, logger=loggers or False,
             enable_checkpointing=out_dir is not None, enable_progress_bar=progress,
             enable_model_summary=False, num_sanity_val_steps=0,
