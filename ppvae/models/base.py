@@ -34,15 +34,16 @@ def as_shape(input_shape: int | Sequence[int]) -> tuple[int, ...]:
 class LatentVariableModel(PyroModule):
     """Base class of ppvae's models.
 
-    Subclasses call ``super().__init__(**config)`` with their constructor
-    arguments (JSON-able values), build their pieces, then call
+    Subclasses call ``super().__init__(config, input_shape)`` with their
+    constructor arguments as a JSON-able dict (what :func:`ppvae.save` stores
+    and :func:`ppvae.load` passes back), build their pieces, then call
     :meth:`_register_with_pyro`.
     """
 
-    def __init__(self, **config: Any) -> None:
+    def __init__(self, config: dict[str, Any], input_shape: int | Sequence[int]) -> None:
         super().__init__(name=f"{type(self).__name__.lower()}{next(_instances)}")
         self.config = config
-        self.input_shape = as_shape(config["input_shape"])
+        self.input_shape = as_shape(input_shape)
         self.input_dim = int(np.prod(self.input_shape))
 
     def _register_with_pyro(self) -> None:

@@ -7,7 +7,9 @@ log-likelihood and posterior are known in closed form:
     log p(x) = log N(x; b, W W^T + sigma^2 I)
     p(z | x) = N(M^{-1} W^T (x - b), sigma^2 M^{-1}),   M = W^T W + sigma^2 I
 
-The guide is an amortized diagonal Gaussian with a linear encoder, as in a VAE;
+The guide is an amortized diagonal Gaussian with a linear encoder, as in a VAE
+(the model/guide pair is the VAE's, built from the same pieces with linear
+networks and a fixed-scale Gaussian likelihood);
 :meth:`LinearGaussian.exact_guide` is the true posterior (full covariance),
 with which the importance-weighted estimate is exact for any K, even K = 1.
 Use it to check estimators and intuition against exact answers.
@@ -21,12 +23,13 @@ import torch
 from torch import Tensor
 
 from ppvae.models.base import LatentVariableModel
+from ppvae.models.vae import VAE
 from ppvae.nn import MLP
 from ppvae.pieces import DiagonalGaussian, GaussianLikelihood, StandardNormalPrior
 
 
-class LinearGaussian(LatentVariableModel):
-    """Probabilistic PCA as a Pyro model/guide pair.
+class LinearGaussian(VAE):
+    """Probabilistic PCA as a Pyro model/guide pair (a VAE with linear networks).
 
     Args:
         input_dim: D, the data dimension.
@@ -37,8 +40,11 @@ class LinearGaussian(LatentVariableModel):
     def __init__(self, input_dim: int, latent_dim: int = 2, sigma: float = 0.5) -> None:
         if sigma <= 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
-        super().__init__(input_shape=input_dim, latent_dim=latent_dim, sigma=sigma)
+        # the VAE's model/guide and conveniences, with linear pieces built here
+        LatentVariableModel.__init__(
+            self, dict(input_dim=input_dim, latent_dim=latent_dim, sigma=sigma), input_dim)
         self.latent_dim = latent_dim
+        self.beta = 1.0
         self.prior = StandardNormalPrior(latent_dim)
         self.encoder = DiagonalGaussian(MLP(input_dim, [], 2 * latent_dim), latent_dim)
         self.likelihood = GaussianLikelihood(MLP(latent_dim, [], input_dim), input_dim,
@@ -59,17 +65,6 @@ class LinearGaussian(LatentVariableModel):
     def sigma(self) -> float:
         return float(self.likelihood.scale)
 
-    def model(self, x: Tensor) -> None:
-        self.check_shape(x)
-        with pyro.plate("data", x.shape[0], dim=-1):
-            z = pyro.sample("z", self.prior())
-            pyro.sample("x", self.likelihood(z), obs=x)
-
-    def guide(self, x: Tensor) -> None:
-        self.check_shape(x)
-        with pyro.plate("data", x.shape[0], dim=-1):
-            pyro.sample("z", self.encoder(x))
-
     def exact_posterior(self, x: Tensor) -> dist.MultivariateNormal:
         """p(z | x) for each row of x, a full-covariance Gaussian."""
         w, s2 = self.weight, self.sigma**2
@@ -79,17 +74,21 @@ class LinearGaussian(LatentVariableModel):
 
     @torch.no_grad()
     def set_guide_to_posterior(self, inflate: float = 1.0) -> None:
-        """Set the amortized guide to the exact posterior mean and ``inflate``
-        times its marginal standard deviations. The posterior mean is linear in x
-        and its covariance does not depend on x, so the linear encoder can
-        represent both; only the posterior correlations are lost (diagonal q)."""
+        """Set the amortized guide to the best diagonal Gaussian for every x,
+        the one minimizing KL(q || p(z | x)): the exact posterior mean and
+        variances 1 / diag(posterior precision) (Bishop 2006, Sec. 10.1.2),
+        with standard deviations multiplied by ``inflate``. The posterior mean is
+        linear in x and its covariance does not depend on x, so the linear
+        encoder represents this exactly: the amortization gap is zero and the
+        ELBO falls short of log p(x) only by the KL to the correlated posterior."""
         zero = self.exact_posterior(torch.zeros(1, self.input_dim, device=self.device))
         eye = self.exact_posterior(torch.eye(self.input_dim, device=self.device))
         layer = self.encoder.net.layers[0]
         layer.weight.zero_()
         layer.weight[: self.latent_dim] = (eye.loc - zero.loc).T
         layer.bias[: self.latent_dim] = zero.loc[0]
-        std = inflate * zero.covariance_matrix[0].diagonal().sqrt() - self.encoder.min_scale
+        precision = torch.linalg.inv(zero.covariance_matrix[0])
+        std = inflate * precision.diagonal().rsqrt() - self.encoder.min_scale
         layer.bias[self.latent_dim :] = torch.log(torch.expm1(std))
 
     def exact_guide(self, x: Tensor) -> None:

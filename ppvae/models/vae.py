@@ -62,9 +62,10 @@ class VAE(LatentVariableModel):
         if beta <= 0:
             raise ValueError(f"beta must be positive, got {beta}")
         super().__init__(
-            input_shape=list(as_shape(input_shape)), latent_dim=latent_dim,
-            hidden=list(hidden), likelihood=likelihood, network=network,
-            activation=activation, beta=beta,
+            dict(input_shape=list(as_shape(input_shape)), latent_dim=latent_dim,
+                 hidden=list(hidden), likelihood=likelihood, network=network,
+                 activation=activation, beta=beta),
+            input_shape,
         )
         self.latent_dim = latent_dim
         self.beta = beta
