@@ -20,7 +20,8 @@ def ppca():
     model = LinearGaussian(6, 2, sigma=0.6)
     with torch.no_grad():
         x = torch.randn(40, 2) @ model.weight.T + model.bias + 0.6 * torch.randn(40, 6)
-    post = model.exact_posterior(x)
+    with torch.no_grad():
+        post = model.exact_posterior(x)
     precision = torch.linalg.inv(post.covariance_matrix[0])
     marginal_std = post.covariance_matrix[0].diagonal().sqrt()
     model.set_guide_to_posterior(inflate=1.5 * float((marginal_std * precision.diagonal().sqrt()).max()))
