@@ -191,10 +191,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         open_run_for_resume(args.resume)
     config = resolve_config(args)
+    data = dataset_for(config)  # fail on missing or bad data before writing anything
     run_dir = Path(args.resume or args.out or new_run_dir(config))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", config)
-    data = dataset_for(config)
     pyro.set_rng_seed(config["seed"])
     model = VAE(data.image_shape, latent_dim=config["latent_dim"], hidden=config["hidden"],
                 likelihood=config["likelihood"], network=config["network"],

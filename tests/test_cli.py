@@ -84,6 +84,13 @@ def test_unknown_config_keys_and_grey_bernoulli(tmp_path, capsys):
     assert "binary data only" in capsys.readouterr().err
 
 
+def test_missing_data_fails_before_creating_the_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("PPVAE_DATA", raising=False)
+    assert main(["train", "--dataset", "mnist", "--out", str(tmp_path / "run")]) == 2
+    assert "train-images-idx3-ubyte.gz" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_unknown_dataset_is_rejected_by_the_parser(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--dataset", "cifar"])
