@@ -6,6 +6,7 @@ import torch
 
 import ppvae
 from ppvae.data import load_dataset
+from ppvae.infer import PairLoss
 from ppvae.models import VAE
 from ppvae.train import SVIModule, TrainingDiverged
 from ppvae.train.batches import EpochBatches
@@ -113,13 +114,15 @@ def test_warmup_run_trains(digits):
 
 
 def test_divergence_stops_with_clear_error_and_keeps_last_good_checkpoint(digits, tmp_path, monkeypatch):
-    original = SVIModule._negative_objective
+    original = PairLoss.__call__
+    calls = []
 
-    def nan_in_epoch_three(self, batch, beta, objective=None):
-        loss = original(self, batch, beta, objective)
-        return loss * float("nan") if self.current_epoch == 2 and self.training else loss
+    def nan_from_epoch_three(self, model, batch, beta):
+        calls.append(1)  # 11 training batches per epoch on digits
+        loss = original(self, model, batch, beta)
+        return loss * float("nan") if len(calls) > 22 else loss
 
-    monkeypatch.setattr(SVIModule, "_negative_objective", nan_in_epoch_three)
+    monkeypatch.setattr(PairLoss, "__call__", nan_from_epoch_three)
     vae = small_vae()
     with pytest.raises(TrainingDiverged, match="epoch 3"):
         ppvae.fit(vae, digits, epochs=5, progress=False, out_dir=tmp_path)

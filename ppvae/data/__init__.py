@@ -39,13 +39,16 @@ Example::
 
 from .datasets import DATASETS, Dataset, Split, binarize, load_dataset
 from .errors import DataError, MissingDataError
+from .splits import LabelSplit, label_split
 
 __all__ = [
     "DATASETS",
     "DataError",
     "Dataset",
+    "LabelSplit",
     "MissingDataError",
     "Split",
     "binarize",
+    "label_split",
     "load_dataset",
 ]

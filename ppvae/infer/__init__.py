@@ -4,7 +4,8 @@ whose data points sit in a ``pyro.plate("data")``."""
 from ppvae.infer.elbo import evaluate_elbo
 from ppvae.infer.iwae import IWAE
 from ppvae.infer.loglik import LogLikelihood, log_likelihood
-from ppvae.infer.objectives import OBJECTIVES, make_objective
+from ppvae.infer.objectives import OBJECTIVES, PairLoss, make_objective, training_loss
+from ppvae.infer.semisupervised import SemiSupervisedELBO
 
-__all__ = ["IWAE", "OBJECTIVES", "LogLikelihood", "evaluate_elbo", "log_likelihood",
-           "make_objective"]
+__all__ = ["IWAE", "OBJECTIVES", "LogLikelihood", "PairLoss", "SemiSupervisedELBO",
+           "evaluate_elbo", "log_likelihood", "make_objective", "training_loss"]

@@ -10,6 +10,15 @@ replayed against it, with the K particles in an extra plate to the left of the
 model's own plates. Every sample site's log density is reduced to the
 ``(particle, data point)`` grid by summing all its other dimensions.
 
+A discrete latent that the guide marks for parallel enumeration
+(``infer={"enumerate": "parallel"}``, e.g. the class y of an M2 model) is summed
+out exactly: z is drawn for every value of y, and
+
+    w_{k,i} = sum_y p(x_i, y, z_{k,i,y}) / q(z_{k,i,y} | x_i, y),
+
+an unbiased estimate of p(x_i) stratified over y (q(y | x) cancels). One
+enumerated site is supported.
+
 Two things Pyro's own helpers do are deliberately avoided here:
 :func:`pyro.infer.importance.vectorized_importance_weights` sums the whole
 batch into one joint weight per particle (a bound on the batch's joint
@@ -80,15 +89,16 @@ def _data_frame(name: str, site: dict, plate: str):
 
 
 def _reduce(log_prob: Tensor, name: str, rank: int, data_dim: int) -> Tensor:
-    """Sum ``log_prob`` over every dimension but particles (leftmost of ``rank``)
-    and data (``data_dim``); returns shape ``(K or 1, N or 1)``."""
+    """Sum ``log_prob`` over every dimension but enumeration (leftmost), particles
+    (next) and data (``data_dim``); returns shape ``(E or 1, K or 1, N or 1)``.
+    ``rank`` counts the enumeration dimension."""
     if log_prob.dim() > rank:
         raise ValueError(
             f"sample site {name!r} has batch dimensions {tuple(log_prob.shape)} not declared "
             "by plates; declare them with pyro.plate or move them into the event with .to_event()"
         )
     log_prob = log_prob.reshape((1,) * (rank - log_prob.dim()) + log_prob.shape)
-    other = [d for d in range(1, rank) if d != rank + data_dim]
+    other = [d for d in range(2, rank) if d != rank + data_dim]
     return log_prob.sum(other) if other else log_prob
 
 
@@ -116,25 +126,28 @@ def per_datapoint_log_weights(
         detach_guide_params: score log q with the guide's parameters detached
             (used by DReG).
     """
-    rank = plate_nesting + 1
-    particles = pyro.plate(PARTICLE_PLATE, num_particles, dim=-rank)
-    guide_tr = poutine.trace(particles(guide)).get_trace(*args, **kwargs)
+    rank = plate_nesting + 2  # data plates, particles, one enumeration dimension
+    particles = pyro.plate(PARTICLE_PLATE, num_particles, dim=-(rank - 1))
+    enumerated_guide = poutine.enum(particles(guide), first_available_dim=-rank)
+    guide_tr = poutine.trace(enumerated_guide).get_trace(*args, **kwargs)
     if guide_values is not None:
         guide_values(guide_tr)
     model_tr = poutine.trace(poutine.replay(particles(model), trace=guide_tr)).get_trace(*args, **kwargs)
     guide_tr, model_tr = prune_subsample_sites(guide_tr), prune_subsample_sites(model_tr)
+    enumerated = [n for n, site in guide_tr.nodes.items()
+                  if site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None]
+    if len(enumerated) > 1:
+        raise NotImplementedError(f"one enumerated site is supported, got {enumerated}")
     log_w: Tensor | float = 0.0
     for tr, sign in ((model_tr, 1.0), (guide_tr, -1.0)):
         for name, site in tr.nodes.items():
-            if site["type"] != "sample":
-                continue
+            if site["type"] != "sample" or (sign < 0 and name in enumerated):
+                continue  # an enumerated site's q(y | x) cancels: it is summed over
             if sign > 0 and not site["is_observed"] and name not in guide_tr.nodes:
                 raise ValueError(
                     f"latent site {name!r} of the model has no counterpart in the guide; "
                     "importance sampling needs the guide to propose every latent"
                 )
-            if site["infer"].get("enumerate"):
-                raise NotImplementedError(f"site {name!r} is enumerated; not supported here")
             frame = _data_frame(name, site, data_plate)
             fn = detach_distribution(site["fn"]) if sign < 0 and detach_guide_params else site["fn"]
             log_prob = fn.log_prob(site["value"])
@@ -143,4 +156,4 @@ def per_datapoint_log_weights(
             log_w = log_w + sign * _reduce(log_prob, name, rank, frame.dim)
     if not isinstance(log_w, Tensor):
         raise ValueError("the model and guide have no sample sites")
-    return log_w
+    return torch.logsumexp(log_w, 0)

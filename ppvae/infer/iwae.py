@@ -81,7 +81,7 @@ class IWAE:
         if self._nesting is None:
             self._nesting = max_plate_nesting(model, guide, *args, **kwargs)
         holder: dict = {}
-        rank = self._nesting + 1
+        rank = self._nesting + 2  # as in per_datapoint_log_weights: plates, particles, enum
 
         def scale_latent_grads(guide_tr: Trace) -> None:
             for name, site in guide_tr.nodes.items():
@@ -94,8 +94,9 @@ class IWAE:
                 if not self.dreg:
                     continue
                 data_dim = next(f.dim for f in site["cond_indep_stack"] if f.name == self.data_plate)
-                shape = [1] * rank + [1] * site["fn"].event_dim
-                shape[0], shape[rank + data_dim] = -1, site["value"].shape[data_dim - site["fn"].event_dim]
+                shape = [1] * (rank - 1) + [1] * site["fn"].event_dim  # particles leftmost
+                shape[0] = -1
+                shape[rank - 1 + data_dim] = site["value"].shape[data_dim - site["fn"].event_dim]
                 site["value"] = _ScaleGrad.apply(site["value"], holder, tuple(shape))
 
         log_w = per_datapoint_log_weights(

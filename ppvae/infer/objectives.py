@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from torch import Tensor
 
 from ppvae.infer.iwae import IWAE
+from ppvae.infer.semisupervised import SemiSupervisedELBO
 
 OBJECTIVES = ("elbo", "elbo-analytic", "iwae")
 
@@ -32,3 +34,37 @@ def make_objective(name: str = "elbo", num_particles: int = 1, *, dreg: bool = F
     cls = Trace_ELBO if name == "elbo" else TraceMeanField_ELBO
     return cls(num_particles=num_particles, vectorize_particles=num_particles > 1,
                max_plate_nesting=1)
+
+
+class PairLoss:
+    """A Pyro objective applied to a model's ``model``/``guide`` on a batch
+    ``(x, *others)``, per data point; validation reports the ELBO."""
+
+    def __init__(self, objective: Any) -> None:
+        self.objective = objective
+        self.elbo = make_objective("elbo")
+
+    def __call__(self, model: Any, batch: tuple[Tensor, ...], beta: float) -> Tensor:
+        return self.objective.differentiable_loss(model.model, model.guide, *batch,
+                                                  beta=beta) / len(batch[0])
+
+    def validate(self, model: Any, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        loss = self.elbo.differentiable_loss(model.model, model.guide, *batch, beta=1.0)
+        return {"val_elbo": -loss / len(batch[0])}
+
+
+def training_loss(model: Any, objective: str = "elbo", num_particles: int = 1, *,
+                  dreg: bool = False, alpha: float = 50.0) -> Any:
+    """The loss ppvae's trainer minimizes for ``model``: a callable
+    ``(model, batch, beta) -> negative objective per data point`` with a
+    ``validate(model, batch)`` method returning validation metrics.
+
+    Semi-supervised models (``model.semi_supervised``) train on batches
+    ``(x_l, y_l, x_u)`` with :class:`SemiSupervisedELBO` (objective "elbo"
+    only); the others on ``(x,)`` with the named objective.
+    """
+    if getattr(model, "semi_supervised", False):
+        if objective != "elbo" or dreg:
+            raise ValueError("semi-supervised models train with objective='elbo' only")
+        return SemiSupervisedELBO(alpha, num_particles)
+    return PairLoss(make_objective(objective, num_particles, dreg=dreg))

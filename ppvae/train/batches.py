@@ -74,3 +74,61 @@ class EpochBatches:
             if self.dynamic_binarization:
                 batch = (torch.bernoulli(batch[0], generator=bin_gen), *batch[1:])
             yield batch
+
+
+class MixedBatches:
+    """Batches ``(x_l, y_l, x_u)`` mixing labelled and unlabelled data in a
+    fixed ratio, so that training sees labels in every step however few there
+    are (Kingma et al. 2014). An epoch is one pass over the unlabelled data;
+    the labelled data are cycled, reshuffled on each pass.
+
+    Args:
+        labelled: ``(x_l, y_l)``.
+        unlabelled: ``x_u``.
+        batch_size: unlabelled points per batch.
+        labelled_per_batch: labelled points per batch.
+        dynamic_binarization, seed, epoch: as for :class:`EpochBatches`.
+    """
+
+    def __init__(
+        self,
+        labelled: tuple[Tensor, Tensor],
+        unlabelled: Tensor,
+        *,
+        batch_size: int,
+        labelled_per_batch: int,
+        dynamic_binarization: bool = False,
+        seed: int = 0,
+        epoch: Callable[[], int] = lambda: 0,
+    ) -> None:
+        if labelled_per_batch < 1:
+            raise ValueError(f"labelled_per_batch must be at least 1, got {labelled_per_batch}")
+        self.unlabelled = EpochBatches(unlabelled, batch_size=batch_size, shuffle=True,
+                                       dynamic_binarization=dynamic_binarization, seed=seed,
+                                       epoch=epoch)
+        self.labelled = labelled
+        self.labelled_per_batch = labelled_per_batch
+        self.dynamic_binarization = dynamic_binarization
+        self.seed = seed
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.unlabelled)
+
+    def _labelled_indices(self, epoch: int) -> Iterator[Tensor]:
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 3))
+        n = len(self.labelled[0])
+        while True:
+            yield from torch.split(torch.randperm(n, generator=gen), 1)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        epoch = self.epoch()
+        indices = self._labelled_indices(epoch)
+        gen = torch.Generator(device=self.labelled[0].device)
+        gen.manual_seed(epoch_seed(self.seed, epoch, 4))
+        for (x_u,) in self.unlabelled:
+            idx = torch.cat([next(indices) for _ in range(self.labelled_per_batch)])
+            x_l, y_l = self.labelled[0][idx], self.labelled[1][idx]
+            if self.dynamic_binarization:
+                x_l = torch.bernoulli(x_l, generator=gen)
+            yield x_l, y_l, x_u

@@ -7,7 +7,7 @@ import os
 import time
 import warnings
 from datetime import timedelta
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -19,9 +19,9 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 
-from ppvae.data import Dataset
+from ppvae.data import Dataset, LabelSplit, label_split
 from ppvae.models import LatentVariableModel
-from ppvae.train.batches import EpochBatches
+from ppvae.train.batches import EpochBatches, MixedBatches
 from ppvae.train.history import History, HistoryCallback
 from ppvae.train.module import SVIModule, TrainingDiverged
 
@@ -44,6 +44,37 @@ def _split_data(
         return (model.prepare(data[0], name="training data"),
                 model.prepare(data[1], name="validation data"), False)
     return model.prepare(data, name="training data"), None, False
+
+
+def _batches(model: LatentVariableModel, data: TrainData, labels: LabelSplit | int | None,
+             *, batch_size: int, labelled_per_batch: int | None, val_batch_size: int,
+             seed: int, epoch: Callable[[], int]) -> tuple[Iterable, Iterable | None]:
+    """Validated training and validation batches for ``model``."""
+    if not getattr(model, "semi_supervised", False):
+        if labels is not None:
+            raise ValueError(f"labels= is for semi-supervised models, not {type(model).__name__}")
+        train_x, val_x, dynamic = _split_data(model, data)
+        train = EpochBatches(train_x, batch_size=batch_size, shuffle=True,
+                             dynamic_binarization=dynamic, seed=seed, epoch=epoch)
+        return train, EpochBatches(val_x, batch_size=val_batch_size) if val_x is not None else None
+    if not isinstance(data, Dataset) or labels is None:
+        raise ValueError(f"{type(model).__name__} trains on a Dataset with labels=N (the number "
+                         "of labelled training points) or labels=label_split(...)")
+    if isinstance(labels, int):
+        labels = label_split(data.train, labels, data.num_classes, seed)
+    dynamic = data.binarize == "dynamic"
+    support = "unit" if dynamic else None
+    x_l = model.prepare(labels.labelled.x, name="labelled data", support=support)
+    y_l = model.prepare_labels(labels.labelled.y, len(x_l), name="labels")
+    x_u = model.prepare(labels.unlabelled.x, name="unlabelled data", support=support)
+    train = MixedBatches((x_l, y_l), x_u, batch_size=batch_size,
+                         labelled_per_batch=labelled_per_batch or max(1, batch_size // 10),
+                         dynamic_binarization=dynamic, seed=seed, epoch=epoch)
+    if not len(data.val):
+        return train, None
+    val_x = model.prepare(data.val.x, name="validation data")
+    val_y = model.prepare_labels(data.val.y, len(val_x), name="validation labels")
+    return train, EpochBatches(val_x, val_y, batch_size=val_batch_size)
 
 
 @contextmanager
@@ -78,6 +109,9 @@ def fit(
     objective: str = "elbo",
     num_particles: int = 1,
     dreg: bool = False,
+    labels: LabelSplit | int | None = None,
+    labelled_per_batch: int | None = None,
+    alpha: float = 50.0,
     kl_warmup_epochs: float = 0.0,
     patience: int | None = None,
     seed: int = 0,
@@ -110,6 +144,13 @@ def fit(
         num_particles: samples of z per data point per step.
         dreg: with ``"iwae"``, doubly-reparameterized gradients for the guide
             (Tucker et al. 2019).
+        labels: for a semi-supervised model: how many training labels to keep
+            (balanced over classes, chosen by ``seed``) or a
+            :class:`ppvae.data.LabelSplit`; the other training points are
+            unlabelled.
+        labelled_per_batch: labelled points in each batch of a semi-supervised
+            model, beside ``batch_size`` unlabelled ones (default batch_size // 10).
+        alpha: weight of the classification term of a semi-supervised model.
         kl_warmup_epochs: epochs over which the KL weight rises linearly to beta.
         patience: stop after this many epochs without a better validation ELBO
             (None: no early stopping).
@@ -136,13 +177,16 @@ def fit(
         raise ValueError("objective='iwae' bounds log p(x): it takes no beta != 1 or KL warm-up")
     if resume and out_dir is None:
         raise ValueError("resume=True needs the out_dir of the run to resume")
-    train_x, val_x, dynamic = _split_data(model, data)
+    epoch_holder: list[L.Trainer] = []
+    train_batches, val_batches = _batches(
+        model, data, labels, batch_size=batch_size, labelled_per_batch=labelled_per_batch,
+        val_batch_size=val_batch_size, seed=seed, epoch=lambda: epoch_holder[0].current_epoch)
     L.seed_everything(seed, verbose=False)
-    module = SVIModule(model, objective=objective, num_particles=num_particles, dreg=dreg, lr=lr,
-                       kl_warmup_epochs=kl_warmup_epochs, seed=seed)
+    module = SVIModule(model, objective=objective, num_particles=num_particles, dreg=dreg,
+                       alpha=alpha, lr=lr, kl_warmup_epochs=kl_warmup_epochs, seed=seed)
     history_cb = HistoryCallback()
     early = EarlyStopping(monitor="val_elbo", mode="max", patience=patience or 0)
-    use_early = patience is not None and val_x is not None
+    use_early = patience is not None and val_batches is not None
     callbacks: list[L.Callback] = [history_cb] + ([early] if use_early else [])
     out_dir = Path(out_dir) if out_dir is not None else None
     loggers = _writers(out_dir, callbacks) if out_dir is not None else []
@@ -155,10 +199,7 @@ def fit(
             enable_model_summary=False, num_sanity_val_steps=0,
             default_root_dir=out_dir, log_every_n_steps=50,
         )
-        train_batches = EpochBatches(train_x, batch_size=batch_size, shuffle=True,
-                                     dynamic_binarization=dynamic, seed=seed,
-                                     epoch=lambda: trainer.current_epoch)
-        val_batches = EpochBatches(val_x, batch_size=val_batch_size) if val_x is not None else None
+        epoch_holder.append(trainer)
         last = out_dir / "checkpoints" / "last.ckpt" if resume else None
         start = time.perf_counter()
         trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches,

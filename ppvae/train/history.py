@@ -18,6 +18,8 @@ class History:
     Attributes:
         train_elbo: training objective per data point, per epoch (nats).
         val_elbo: validation ELBO per data point, per epoch (nats), if any.
+        val_accuracy: validation accuracy of q(y | x) per epoch (semi-supervised
+            models only).
         best_epoch: 1-based epoch of the best validation ELBO (or the last).
         stopped_early: whether early stopping ended the run.
         seconds: wall time of the training call.
@@ -26,6 +28,7 @@ class History:
 
     train_elbo: list[float] = field(default_factory=list)
     val_elbo: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
@@ -51,8 +54,9 @@ class HistoryCallback(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = trainer.callback_metrics
         self.history.train_elbo.append(float(metrics["train_elbo"]))
-        if "val_elbo" in metrics:
-            self.history.val_elbo.append(float(metrics["val_elbo"]))
+        for name in ("val_elbo", "val_accuracy"):
+            if name in metrics:
+                getattr(self.history, name).append(float(metrics[name]))
         score = self.history.val_elbo[-1] if self.history.val_elbo else self.history.train_elbo[-1]
         if score > self._best:
             self._best = score

@@ -19,7 +19,7 @@ import pyro
 import torch
 from torch import Tensor
 
-from ppvae.infer import make_objective
+from ppvae.infer import training_loss
 from ppvae.models import LatentVariableModel
 from ppvae.train.batches import epoch_seed
 
@@ -34,9 +34,11 @@ class SVIModule(L.LightningModule):
     Args:
         model: a ppvae model whose ``model``/``guide`` take ``(*batch, beta=...)``.
         objective: ``"elbo"``, ``"elbo-analytic"`` or ``"iwae"`` (see
-            :mod:`ppvae.infer.objectives`); validation always reports the ELBO.
+            :func:`ppvae.infer.training_loss`); validation always reports the
+            ELBO (and the classification accuracy for semi-supervised models).
         num_particles: samples of z per data point in each step.
         dreg: doubly-reparameterized guide gradients (``"iwae"`` only).
+        alpha: weight of the classification term of semi-supervised models.
         lr: Adam learning rate.
         kl_warmup_epochs: linearly raise the KL weight from 0 to beta over this
             many epochs (Bowman et al. 2016; Sønderby et al. 2016); 0 disables.
@@ -51,14 +53,14 @@ class SVIModule(L.LightningModule):
         objective: str = "elbo",
         num_particles: int = 1,
         dreg: bool = False,
+        alpha: float = 50.0,
         lr: float = 1e-3,
         kl_warmup_epochs: float = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
         self.model = model
-        self.objective = make_objective(objective, num_particles, dreg=dreg)
-        self.val_objective = make_objective("elbo")
+        self.loss = training_loss(model, objective, num_particles, dreg=dreg, alpha=alpha)
         self.lr = lr
         self.kl_warmup_epochs = kl_warmup_epochs
         self.seed = seed
@@ -71,29 +73,30 @@ class SVIModule(L.LightningModule):
         progress = self.current_epoch + self.trainer.fit_loop.epoch_loop.batch_progress.current.ready / batches
         return self.model.beta * min(1.0, progress / self.kl_warmup_epochs)
 
-    def _negative_objective(self, batch: tuple[Tensor, ...], beta: float, objective=None) -> Tensor:
-        objective = objective or self.objective
-        return objective.differentiable_loss(self.model.model, self.model.guide, *batch, beta=beta)
-
     def on_train_epoch_start(self) -> None:
         pyro.set_rng_seed(epoch_seed(self.seed, self.current_epoch, 2) % 2**32)
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        n = len(batch[0])
-        loss = self._negative_objective(batch, self.kl_weight()) / n
+        loss = self.loss(self.model, batch, self.kl_weight())
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at epoch {self.current_epoch + 1}, "
                 f"batch {batch_idx + 1}; no update was made with it. "
                 "Try a smaller learning rate, KL warm-up, or check the data."
             )
-        self.log("train_elbo", -loss.detach(), on_step=False, on_epoch=True, batch_size=n)
+        self.log("train_elbo", -loss.detach(), on_step=False, on_epoch=True,
+                 batch_size=_num_points(batch))
         return loss
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        n = len(batch[0])
-        val = self._negative_objective(batch, 1.0, self.val_objective) / n
-        self.log("val_elbo", -val, on_epoch=True, batch_size=n)
+        for name, value in self.loss.validate(self.model, batch).items():
+            self.log(name, value, on_epoch=True, batch_size=_num_points(batch))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+
+
+def _num_points(batch: tuple[Tensor, ...]) -> int:
+    """Data points in a batch: the rows of its data tensors (floating point;
+    labels are integer tensors)."""
+    return sum(len(t) for t in batch if t.is_floating_point())

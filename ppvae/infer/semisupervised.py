@@ -1,0 +1,51 @@
+"""The M2 training objective on mixed batches (Kingma et al. 2014, Eq. 9).
+
+For labelled points (x, y) and unlabelled points x,
+
+    J = sum_l ELBO(x_l, y_l) + sum_u ELBO(x_u) + alpha * sum_l log q(y_l | x_l),
+
+where ELBO(x, y) = E_q(z|x,y)[log p(x, y, z) - log q(z | x, y)] and
+ELBO(x) = sum_y q(y|x) [ELBO(x, y) - log q(y | x)] is computed by enumerating
+y exactly (Pyro's ``TraceEnum_ELBO``); alpha weights the classification term
+that gives q(y | x) a signal from the labels.
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+from torch import Tensor
+
+
+class SemiSupervisedELBO:
+    """Negative M2 objective per data point of a batch ``(x_l, y_l, x_u)``.
+
+    Args:
+        alpha: weight of the auxiliary classification term.
+        num_particles: samples of z per data point (and value of y).
+    """
+
+    def __init__(self, alpha: float = 50.0, num_particles: int = 1) -> None:
+        if alpha < 0:
+            raise ValueError(f"alpha must be non-negative, got {alpha}")
+        kw = dict(num_particles=num_particles, vectorize_particles=num_particles > 1,
+                  max_plate_nesting=1)
+        self.alpha = alpha
+        self.labelled = Trace_ELBO(**kw)
+        self.unlabelled = TraceEnum_ELBO(**kw)
+
+    def __call__(self, model, batch: tuple[Tensor, Tensor, Tensor], beta: float) -> Tensor:
+        x_l, y_l, x_u = batch
+        loss = self.unlabelled.differentiable_loss(model.model, model.guide, x_u, beta=beta)
+        if len(x_l):
+            loss = loss + self.labelled.differentiable_loss(model.model, model.guide, x_l, y_l,
+                                                            beta=beta)
+            loss = loss - self.alpha * model.classifier_log_prob(x_l, y_l).sum()
+        return loss / (len(x_l) + len(x_u))
+
+    def validate(self, model, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        """Validation ELBO of unlabelled x (y summed out) and accuracy of q(y | x)."""
+        x, y = batch
+        elbo = torch.tensor(-self.unlabelled.loss(model.model, model.guide, x, beta=1.0) / len(x))
+        accuracy = (model.classifier(x).argmax(-1) == y).to(torch.float32).mean()
+        return {"val_elbo": elbo, "val_accuracy": accuracy}
