@@ -31,6 +31,14 @@ def as_shape(input_shape: int | Sequence[int]) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
+def check_latent_settings(latent_dim: int, beta: float) -> None:
+    """Raise ``ValueError`` for a latent dimension below 1 or a non-positive beta."""
+    if latent_dim < 1:
+        raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+
+
 class LatentVariableModel(PyroModule):
     """Base class of ppvae's models.
 

@@ -28,7 +28,7 @@ from pyro import poutine
 from torch import Tensor
 from torch.nn.functional import one_hot
 
-from ppvae.models.base import LatentVariableModel, as_shape
+from ppvae.models.base import LatentVariableModel, as_shape, check_latent_settings
 from ppvae.nn import make_decoder, make_encoder
 from ppvae.pieces import DiagonalGaussian, StandardNormalPrior, make_likelihood
 
@@ -64,10 +64,7 @@ class SSVAE(LatentVariableModel):
     ) -> None:
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
-        if beta <= 0:
-            raise ValueError(f"beta must be positive, got {beta}")
+        check_latent_settings(latent_dim, beta)
         classifier_hidden = list(hidden if classifier_hidden is None else classifier_hidden)
         super().__init__(
             dict(input_shape=list(as_shape(input_shape)), num_classes=num_classes,

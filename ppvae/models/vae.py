@@ -23,7 +23,7 @@ import torch
 from pyro import poutine
 from torch import Tensor
 
-from ppvae.models.base import LatentVariableModel, as_shape
+from ppvae.models.base import LatentVariableModel, as_shape, check_latent_settings
 from ppvae.nn import make_decoder, make_encoder
 from ppvae.pieces import DiagonalGaussian, StandardNormalPrior, make_likelihood
 
@@ -57,10 +57,7 @@ class VAE(LatentVariableModel):
         activation: str = "relu",
         beta: float = 1.0,
     ) -> None:
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
-        if beta <= 0:
-            raise ValueError(f"beta must be positive, got {beta}")
+        check_latent_settings(latent_dim, beta)
         super().__init__(
             dict(input_shape=list(as_shape(input_shape)), latent_dim=latent_dim,
                  hidden=list(hidden), likelihood=likelihood, network=network,
