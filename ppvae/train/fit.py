@@ -6,9 +6,9 @@ import logging
 import os
 import time
 import warnings
-from datetime import timedelta
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Iterator
 
@@ -177,10 +177,10 @@ def fit(
         raise ValueError("objective='iwae' bounds log p(x): it takes no beta != 1 or KL warm-up")
     if resume and out_dir is None:
         raise ValueError("resume=True needs the out_dir of the run to resume")
-    epoch_holder: list[L.Trainer] = []
+    trainer: L.Trainer | None = None
     train_batches, val_batches = _batches(
         model, data, labels, batch_size=batch_size, labelled_per_batch=labelled_per_batch,
-        val_batch_size=val_batch_size, seed=seed, epoch=lambda: epoch_holder[0].current_epoch)
+        val_batch_size=val_batch_size, seed=seed, epoch=lambda: trainer.current_epoch)
     L.seed_everything(seed, verbose=False)
     module = SVIModule(model, objective=objective, num_particles=num_particles, dreg=dreg,
                        alpha=alpha, lr=lr, kl_warmup_epochs=kl_warmup_epochs, seed=seed)
@@ -191,7 +191,7 @@ def fit(
     out_dir = Path(out_dir) if out_dir is not None else None
     loggers = _writers(out_dir, callbacks) if out_dir is not None else []
     with _quiet_lightning():
-        trainer = L.Trainer(
+        trainer = L.Trainer(  # the batches read its epoch through the closure above
             max_epochs=epochs, max_time=None if max_minutes is None else timedelta(minutes=max_minutes),
             accelerator=accelerator, devices=devices,
             callbacks=callbacks, logger=loggers or False,
@@ -199,7 +199,6 @@ def fit(
             enable_model_summary=False, num_sanity_val_steps=0,
             default_root_dir=out_dir, log_every_n_steps=50,
         )
-        epoch_holder.append(trainer)
         last = out_dir / "checkpoints" / "last.ckpt" if resume else None
         start = time.perf_counter()
         trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches,
