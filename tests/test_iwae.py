@@ -115,3 +115,14 @@ def test_objective_names():
         make_objective("vimco")
     with pytest.raises(ValueError, match="dreg"):
         make_objective("elbo", dreg=True)
+
+
+def test_enumerated_discrete_latent_is_summed_not_refused(binary_batch):
+    from ppvae.models import SSVAE
+
+    m = SSVAE((1, 8, 8), num_classes=3, latent_dim=2, hidden=(16,))
+    pyro.set_rng_seed(0)
+    value = IWAE(4).loss(m.model, m.guide, binary_batch[:5])
+    assert math.isfinite(value)
+    with pytest.raises(NotImplementedError, match="DReG"):
+        IWAE(4, dreg=True).differentiable_loss(m.model, m.guide, binary_batch[:5])

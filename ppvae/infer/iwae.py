@@ -87,6 +87,11 @@ class IWAE:
             for name, site in guide_tr.nodes.items():
                 if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
                     continue
+                if site["infer"].get("_enumerate_dim") is not None:  # summed out exactly
+                    if self.dreg:
+                        raise NotImplementedError(
+                            f"DReG with the enumerated site {name!r} is not supported")
+                    continue
                 if not site["fn"].has_rsample:
                     raise NotImplementedError(
                         f"guide site {name!r} is not reparameterizable; IWAE training here "
