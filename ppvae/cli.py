@@ -290,6 +290,27 @@ def cmd_latent_map(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ssl(args: argparse.Namespace) -> int:
+    from ppvae.experiments import markdown_table, run_ssl
+
+    out = Path(args.out or new_run_dir({"model": "ssl", "dataset": args.dataset}))
+    try:
+        results = run_ssl(
+            out, args.dataset, labels=args.labels, seeds=args.seeds, methods=args.methods,
+            data_root=args.data_root, epochs=args.epochs, progress=not args.no_progress,
+            m1_epochs=args.m1_epochs, supervised_epochs=args.supervised_epochs,
+            latent_dim=args.latent_dim, m1_latent_dim=args.m1_latent_dim, hidden=args.hidden,
+            classifier_hidden=args.classifier_hidden, alpha=args.alpha,
+            labelled_per_batch=args.labelled_per_batch, batch_size=args.batch_size, lr=args.lr)
+    except KeyboardInterrupt:
+        print(f"ppvae: interrupted; the same command with --out {out} continues the experiment",
+              file=sys.stderr)
+        return 130
+    print(markdown_table(results["summary"], results["config"]["dataset"]), end="")
+    print(f"results in {out}: ssl_results.json, ssl_results.md, ssl_errors.png")
+    return 0
+
+
 # -------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -381,6 +402,45 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--num", type=int, default=64 if name == "sample" else 16,
                            help="number of images")
         p.set_defaults(func=func)
+
+    ssl = sub.add_parser(
+        "ssl", help="semi-supervised classification over label counts and seeds",
+        description="Train M2, M1+M2 (Kingma et al. 2014) and a supervised baseline with N "
+                    "labelled training images for every N in --labels and every seed; write "
+                    "ssl_results.json, ssl_results.md and ssl_errors.png to --out. The same "
+                    "command on an existing --out skips the cells already done.")
+    g = ssl.add_argument_group("experiment")
+    g.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"], default="digits",
+                   help="data set (%(default)s)")
+    g.add_argument("--data-root", help="directory with the data files (default: $PPVAE_DATA)")
+    g.add_argument("--labels", type=int, nargs="+", default=[100],
+                   help="numbers of labelled training images, multiples of the class count (100)")
+    g.add_argument("--seeds", type=int, nargs="+", default=[0], help="random seeds (0)")
+    g.add_argument("--methods", nargs="+", choices=["m2", "m1m2", "supervised"],
+                   default=["m2", "m1m2", "supervised"], help="methods to run (all)")
+    g.add_argument("--out", help="results directory (default: a new folder under runs/)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = ssl.add_argument_group("models and training")
+    g.add_argument("--epochs", type=int, default=40, help="epochs of M2 (%(default)s)")
+    g.add_argument("--m1-epochs", type=int, default=100,
+                   help="epochs of M1, the VAE of M1+M2 (%(default)s)")
+    g.add_argument("--supervised-epochs", type=int, default=100,
+                   help="epochs of the supervised baseline (%(default)s)")
+    g.add_argument("--latent-dim", type=int, default=8, help="dimension of M2's z (%(default)s)")
+    g.add_argument("--m1-latent-dim", type=int, default=16,
+                   help="dimension of M1's z (%(default)s)")
+    g.add_argument("--hidden", type=int, nargs="+", default=[256, 128],
+                   help="hidden widths of the encoders; decoders mirror them (256 128)")
+    g.add_argument("--classifier-hidden", type=int, nargs="+",
+                   help="hidden widths of q(y | x) and of the baseline (default: --hidden)")
+    g.add_argument("--alpha", type=float, default=200.0,
+                   help="weight of M2's classification term alpha * log q(y | x) (%(default)s)")
+    g.add_argument("--labelled-per-batch", type=int, default=32,
+                   help="labelled images in each M2 batch (%(default)s)")
+    g.add_argument("--batch-size", type=int, default=128,
+                   help="unlabelled images per batch (%(default)s)")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (%(default)s)")
+    ssl.set_defaults(func=cmd_ssl)
     return parser
 
 

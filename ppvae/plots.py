@@ -439,3 +439,40 @@ def plot_log_likelihood(
     fig.suptitle(title)
     fig.tight_layout()
     return _finish(fig, path)
+
+
+def plot_ssl_errors(
+    summary: Sequence[Mapping],
+    *,
+    path: PathLike = None,
+    title: str | None = "Semi-supervised classification",
+) -> Figure:
+    """Test error (%) against the number of labelled training points (log
+    axis), one line per method, with error bars of ± one standard deviation
+    over seeds.
+
+    ``summary`` holds one row per method and label count with ``method``,
+    ``labels``, ``mean_error`` and ``std_error`` (fractions; ``std_error`` None
+    for a single seed, drawn as 0), as
+    :func:`ppvae.experiments.ssl.summarize` returns.
+    """
+    if not summary:
+        raise ValueError("summary is empty: nothing to plot")
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for method in dict.fromkeys(row["method"] for row in summary):
+        rows = sorted((r for r in summary if r["method"] == method), key=lambda r: r["labels"])
+        ax.errorbar([r["labels"] for r in rows], [100 * r["mean_error"] for r in rows],
+                    yerr=[100 * (r["std_error"] or 0.0) for r in rows],
+                    marker="o", capsize=3, label=method)
+    counts = sorted({int(row["labels"]) for row in summary})
+    ax.set_xscale("log")
+    ax.set_xticks(counts, [str(n) for n in counts])
+    ax.set_xticks([], minor=True)
+    ax.set_xlabel("labelled training points")
+    ax.set_ylabel("test error (%, mean ± std over seeds)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best")
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)

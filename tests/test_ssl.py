@@ -1,0 +1,161 @@
+"""Tests for :mod:`ppvae.experiments.ssl` and ``ppvae ssl``: results files,
+resuming, the M1 cache, argument checks and the command line, on tiny settings."""
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+from matplotlib.figure import Figure
+
+from ppvae import plots
+from ppvae.cli import build_parser, main
+from ppvae.data import DataError
+from ppvae.experiments import METHODS, SSLSettings, markdown_table, run_ssl, summarize
+from ppvae.experiments import ssl
+
+TINY = dict(epochs=1, m1_epochs=1, supervised_epochs=1, latent_dim=2, m1_latent_dim=2,
+            hidden=(16,), labelled_per_batch=10, progress=False)
+RECORD_KEYS = {"method", "labels", "seed", "test_error", "epochs", "seconds", "dataset"}
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts the models trained by ``run_ssl``: by class name for ``fit``,
+    ``"classifier"`` for the baseline."""
+    counts = {}
+
+    def counting(name, train):
+        def wrapper(model, *args, **kwargs):
+            key = type(model).__name__ if name == "fit" else name
+            counts[key] = counts.get(key, 0) + 1
+            return train(model, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(ssl, "fit", counting("fit", ssl.fit))
+    monkeypatch.setattr(ssl, "fit_classifier", counting("classifier", ssl.fit_classifier))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny experiment: every method, 50 labels, seed 0."""
+    out = tmp_path_factory.mktemp("ssl") / "run"
+    results = run_ssl(out, labels=(50,), seeds=(0,), **TINY)
+    return out, results
+
+
+def read(out):
+    return json.loads((out / "ssl_results.json").read_text())
+
+
+def test_run_writes_records_summary_table_and_figure(finished):
+    out, results = finished
+    stored = read(out)
+    assert stored == json.loads(json.dumps(results))
+    assert [(r["method"], r["labels"], r["seed"]) for r in stored["records"]] == [
+        (m, 50, 0) for m in METHODS]
+    for r in stored["records"]:
+        assert RECORD_KEYS <= r.keys()
+        assert 0 <= r["test_error"] <= 1 and r["seconds"] > 0 and r["dataset"] == "digits"
+    m1m2 = stored["records"][1]
+    assert m1m2["m1_epochs"] == 1 and m1m2["epochs"] == 1
+    assert stored["summary"] == [
+        {"method": r["method"], "labels": 50, "mean_error": r["test_error"], "std_error": None,
+         "num_seeds": 1} for r in stored["records"]]
+    table = (out / "ssl_results.md").read_text()
+    assert "| method | labels | test error (%) | seeds |" in table
+    assert f"| m2 | 50 | {100 * stored['records'][0]['test_error']:.1f} | 1 |" in table
+    assert (out / "ssl_errors.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "m1" / "seed0" / "model.safetensors").is_file()
+
+
+def test_resume_skips_finished_cells_and_trains_m1_once_per_seed(finished, tmp_path, calls):
+    out = tmp_path / "run"
+    shutil.copytree(finished[0], out)
+    before = read(out)["records"]
+    results = run_ssl(out, labels=(50, 100), seeds=(0, 1), methods=("m1m2",), **TINY)
+    # new cells: (100, seed 0), (50, seed 1), (100, seed 1); seed 0's M1 comes from disk
+    assert calls == {"VAE": 1, "SSVAE": 3}
+    assert results["records"][:3] == before
+    assert [(r["labels"], r["seed"]) for r in results["records"][3:]] == [
+        (100, 0), (50, 1), (100, 1)]
+    assert read(out)["records"] == results["records"]
+    assert {(s["method"], s["labels"]): s["num_seeds"] for s in results["summary"]} == {
+        ("m2", 50): 1, ("m1m2", 50): 2, ("m1m2", 100): 2, ("supervised", 50): 1}
+
+
+@pytest.mark.parametrize("labels", [(55,), (0,), (50, 105)])
+def test_bad_label_counts_fail_before_training(tmp_path, calls, labels):
+    with pytest.raises(DataError, match="positive multiple of the 10 classes"):
+        run_ssl(tmp_path / "run", labels=labels, **TINY)
+    assert calls == {} and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(methods=("m3",)), "unknown method"),
+    (dict(seeds=()), "seeds must not be empty"),
+    (dict(epochs=0), "epochs must be at least 1"),
+])
+def test_bad_arguments_fail_before_training(tmp_path, calls, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run_ssl(tmp_path / "run", **{**TINY, **kwargs})
+    assert calls == {}
+
+
+def test_results_of_other_settings_are_not_mixed(finished, calls):
+    with pytest.raises(ValueError, match="other settings.*alpha=200.0; now alpha=10.0"):
+        run_ssl(finished[0], labels=(50,), **TINY, alpha=10.0)
+    assert calls == {}
+
+
+def test_summary_table_and_plot(tmp_path):
+    records = [{"method": m, "labels": n, "seed": s, "test_error": e} for m, n, s, e in [
+        ("supervised", 100, 0, 0.3), ("m2", 100, 0, 0.2), ("m2", 100, 1, 0.1),
+        ("m2", 50, 0, 0.4)]]
+    summary = summarize(records)
+    assert [(r["method"], r["labels"], r["num_seeds"]) for r in summary] == [
+        ("m2", 50, 1), ("m2", 100, 2), ("supervised", 100, 1)]
+    assert summary[1]["mean_error"] == pytest.approx(0.15)
+    assert summary[1]["std_error"] == pytest.approx(0.0707107)  # sample std over seeds
+    assert "| m2 | 100 | 15.0 ± 7.1 | 2 |" in markdown_table(summary, "digits")
+    fig = plots.plot_ssl_errors(summary, path=tmp_path / "e.png")
+    assert isinstance(fig, Figure) and (tmp_path / "e.png").is_file()
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["m2", "supervised"]
+    with pytest.raises(ValueError, match="empty"):
+        plots.plot_ssl_errors([])
+
+
+def test_cli_defaults_match_the_settings():
+    args = build_parser().parse_args(["ssl"])
+    for field in dataclasses.fields(SSLSettings):
+        default = getattr(SSLSettings(), field.name)
+        assert getattr(args, field.name) == (list(default) if isinstance(default, tuple)
+                                             else default), field.name
+    assert (args.dataset, args.labels, args.seeds, tuple(args.methods)) == (
+        "digits", [100], [0], METHODS)
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["ssl", "--out", str(out), "--labels", "50", "--methods", "m2", "supervised",
+            "--epochs", "1", "--supervised-epochs", "1", "--hidden", "16", "--latent-dim", "2",
+            "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    assert "| m2 | 50 |" in printed.out and "| supervised | 50 |" in printed.out
+    assert "[2/2] supervised, 50 labels, seed 0: test error" in printed.err
+    assert [r["method"] for r in read(out)["records"]] == ["m2", "supervised"]
+    assert (out / "ssl_results.md").is_file() and (out / "ssl_errors.png").is_file()
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["ssl", "--out", str(tmp_path / "run"), "--labels", "55", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ppvae: error: num_labels must be a positive multiple")
+    assert "\n" not in err
+    with pytest.raises(SystemExit) as e:
+        main(["ssl", "--help"])
+    assert e.value.code == 0
