@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", help="results directory (default: a new folder under runs/)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = ssl.add_argument_group("models and training")
-    g.add_argument("--epochs", type=int, default=40, help="epochs of M2 (%(default)s)")
+    g.add_argument("--epochs", type=int, default=100, help="epochs of M2 (%(default)s)")
     g.add_argument("--m1-epochs", type=int, default=100,
                    help="epochs of M1, the VAE of M1+M2 (%(default)s)")
     g.add_argument("--supervised-epochs", type=int, default=100,
@@ -433,11 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hidden widths of the encoders; decoders mirror them (256 128)")
     g.add_argument("--classifier-hidden", type=int, nargs="+",
                    help="hidden widths of q(y | x) and of the baseline (default: --hidden)")
-    g.add_argument("--alpha", type=float, default=200.0,
+    g.add_argument("--alpha", type=float, default=50.0,
                    help="weight of M2's classification term alpha * log q(y | x) (%(default)s)")
-    g.add_argument("--labelled-per-batch", type=int, default=32,
+    g.add_argument("--labelled-per-batch", type=int, default=16,
                    help="labelled images in each M2 batch (%(default)s)")
-    g.add_argument("--batch-size", type=int, default=128,
+    g.add_argument("--batch-size", type=int, default=32,
                    help="unlabelled images per batch (%(default)s)")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (%(default)s)")
     ssl.set_defaults(func=cmd_ssl)

@@ -104,7 +104,8 @@ def test_bad_arguments_fail_before_training(tmp_path, calls, kwargs, message):
 
 
 def test_results_of_other_settings_are_not_mixed(finished, calls):
-    with pytest.raises(ValueError, match="other settings.*alpha=200.0; now alpha=10.0"):
+    default = SSLSettings().alpha
+    with pytest.raises(ValueError, match=f"other settings.*alpha={default}; now alpha=10.0"):
         run_ssl(finished[0], labels=(50,), **TINY, alpha=10.0)
     assert calls == {}
 

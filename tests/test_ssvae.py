@@ -97,7 +97,8 @@ def test_m2_beats_the_supervised_baseline_with_10_labels_per_class(digits):
     test_x, test_y = digits.test.x, digits.test.y
     pyro.set_rng_seed(0)
     m2 = SSVAE(digits.image_shape, latent_dim=8)
-    ppvae.fit(m2, digits, labels=labels, epochs=25, progress=False)
+    ppvae.fit(m2, digits, labels=labels, epochs=100, batch_size=32, labelled_per_batch=16,
+              alpha=50.0, progress=False)
     m2_error = (m2.predict(test_x) != test_y).float().mean().item()
     torch.manual_seed(0)
     net = make_encoder("mlp", digits.image_shape, 10, [256, 128])

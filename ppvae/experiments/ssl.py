@@ -99,16 +99,16 @@ class SSLSettings:
         lr: Adam learning rate of every model.
     """
 
-    epochs: int = 40
+    epochs: int = 100
     m1_epochs: int = 100
     supervised_epochs: int = 100
     latent_dim: int = 8
     m1_latent_dim: int = 16
     hidden: tuple[int, ...] = (256, 128)
     classifier_hidden: tuple[int, ...] | None = None
-    alpha: float = 200.0
-    labelled_per_batch: int = 32
-    batch_size: int = 128
+    alpha: float = 50.0
+    labelled_per_batch: int = 16
+    batch_size: int = 32
     lr: float = 1e-3
 
     def __post_init__(self) -> None:
@@ -130,7 +130,7 @@ def run_ssl(
     seeds: Sequence[int] = (0,),
     methods: Sequence[str] = METHODS,
     data_root: str | os.PathLike | None = None,
-    epochs: int = 40,
+    epochs: int = 100,
     progress: bool = True,
     **hyper: Any,
 ) -> dict[str, Any]:
