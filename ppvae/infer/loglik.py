@@ -46,7 +46,9 @@ class LogLikelihood:
 
     Attributes:
         per_datapoint: log p(x_i) estimates, shape (N,).
-        elbo: the ELBO of each data point on the same draws, shape (N,).
+        elbo: the ELBO of each data point on the same draws, shape (N,): the
+            mean log weight (with an enumerated site such as M2's y summed out
+            inside each weight, which makes it at least the usual M2 ELBO).
         ess: effective sample size of each point's weights, in [1, K].
         khat: Pareto k-hat of each point's weights (NaN if K < 10).
         num_samples: K, the importance samples per data point.
