@@ -53,6 +53,21 @@ def test_bernoulli_log_prob_matches_formula():
     assert torch.allclose(lik(z).log_prob(x), expected, atol=1e-6)
 
 
+def test_binary_bernoulli_is_exact_up_to_the_floor_at_extreme_logits():
+    from ppvae.pieces.likelihoods import BinaryBernoulli
+
+    logits = torch.tensor([-300.0, -60.0, -25.0, -20.0, -3.0, 0.0, 3.0, 20.0, 25.0, 60.0, 300.0])
+    for x in (torch.zeros_like(logits), torch.ones_like(logits)):
+        exact = torch.distributions.Bernoulli(logits=logits.double()).log_prob(x.double())
+        ours = BinaryBernoulli(logits=logits).log_prob(x)
+        assert torch.isfinite(ours).all()
+        assert ((ours.double() - exact).abs() <= 2.1e-9 + 1.2e-7 * exact.abs()).all()
+        # gradients through the density agree too (the floor only zeroes ~1e-9 ones)
+        lg = logits.clone().requires_grad_()
+        BinaryBernoulli(logits=lg).log_prob(x).sum().backward()
+        assert torch.allclose(lg.grad, x - torch.sigmoid(logits), atol=2.1e-9)
+
+
 def test_support_checks_name_the_problem():
     lik = make_likelihood("bernoulli", MLP(2, [4], 3), 3)
     with pytest.raises(ValueError, match="binary data only.*binarize"):

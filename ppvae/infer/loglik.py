@@ -226,9 +226,10 @@ def log_likelihood(
             with it into chunks.
         num_samples: K, importance samples per data point.
         data_chunk, particle_chunk: data points and particles per vectorized
-            pass (defaults: 32 data points and 2^12 (particle, data point) pairs,
-            which keeps a pass's tensors in cache; benchmarks/eval_speed.py).
-            The estimate does not depend on them beyond Monte Carlo noise.
+            pass. Defaults: the data split into equal chunks of at most 32
+            points, and about 2^12 (particle, data point) pairs per pass, which
+            keeps a pass's tensors in cache (benchmarks/eval_speed.py). The
+            estimate does not depend on them beyond Monte Carlo noise.
         data_plate: name of the plate over data points.
         seed: seeds the draws (the global random state is restored afterwards);
             None uses the current random state.
@@ -245,7 +246,7 @@ def log_likelihood(
     n = args[0].shape[0]
     if n == 0:
         raise ValueError("no data points to evaluate")
-    data_chunk = data_chunk or min(n, 32)
+    data_chunk = data_chunk or math.ceil(n / math.ceil(n / 32))  # equal chunks, none tiny
     particle_chunk = min(num_samples, particle_chunk or max(1, 2**12 // data_chunk))
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
