@@ -96,11 +96,27 @@ def test_bad_label_counts_fail_before_training(tmp_path, calls, labels):
     (dict(methods=("m3",)), "unknown method"),
     (dict(seeds=()), "seeds must not be empty"),
     (dict(epochs=0), "epochs must be at least 1"),
+    (dict(max_minutes=0), "max_minutes must be positive"),
 ])
 def test_bad_arguments_fail_before_training(tmp_path, calls, kwargs, message):
     with pytest.raises(ValueError, match=message):
         run_ssl(tmp_path / "run", **{**TINY, **kwargs})
     assert calls == {}
+
+
+def test_time_limit_reaches_every_generative_fit(tmp_path, monkeypatch):
+    limits = []
+
+    def recording(model, *args, **kwargs):
+        limits.append((type(model).__name__, kwargs.get("max_minutes")))
+        return fit(model, *args, **kwargs)
+
+    fit = ssl.fit
+    monkeypatch.setattr(ssl, "fit", recording)
+    results = run_ssl(tmp_path / "run", labels=(50,), methods=("m1m2", "m2"),
+                      **{**TINY, "max_minutes": 0.5})
+    assert sorted(limits) == [("SSVAE", 0.5), ("SSVAE", 0.5), ("VAE", 0.5)]
+    assert results["config"]["max_minutes"] == 0.5
 
 
 def test_results_of_other_settings_are_not_mixed(finished, calls):

@@ -97,6 +97,8 @@ class SSLSettings:
         labelled_per_batch: labelled points in each M2 batch.
         batch_size: unlabelled points in each M2 batch; M1's batch size.
         lr: Adam learning rate of every model.
+        max_minutes: training-time limit of each M2 and M1 fit, in minutes
+            (None: no limit); the records keep the epochs each fit reached.
     """
 
     epochs: int = 100
@@ -110,12 +112,15 @@ class SSLSettings:
     labelled_per_batch: int = 16
     batch_size: int = 32
     lr: float = 1e-3
+    max_minutes: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "m1_epochs", "supervised_epochs", "latent_dim", "m1_latent_dim",
                      "labelled_per_batch", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.alpha < 0 or self.lr <= 0:
             raise ValueError(f"alpha must be >= 0 and lr > 0, got {self.alpha} and {self.lr}")
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -264,7 +269,8 @@ class _Runner:
                    likelihood=likelihood, classifier_hidden=s.classifier_hidden)
         history = fit(m2, data, labels=label_split(data.train, num_labels, data.num_classes, seed),
                       epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, alpha=s.alpha,
-                      labelled_per_batch=s.labelled_per_batch, seed=seed, progress=self.progress)
+                      labelled_per_batch=s.labelled_per_batch, seed=seed, progress=self.progress,
+                      max_minutes=s.max_minutes)
         return _error(m2.predict(data.test.x), data.test.y), history.epochs
 
     def _m1_codes(self, seed: int) -> tuple[Dataset, dict[str, Any]]:
@@ -292,7 +298,7 @@ class _Runner:
         pyro.set_rng_seed(seed)
         m1 = VAE(self.data.image_shape, latent_dim=s.m1_latent_dim, hidden=s.hidden)
         history = fit(m1, self.data, epochs=s.m1_epochs, batch_size=s.batch_size, lr=s.lr,
-                      seed=seed, progress=self.progress)
+                      seed=seed, progress=self.progress, max_minutes=s.max_minutes)
         info = {"m1_epochs": history.epochs, "m1_seconds": history.seconds}
         save(m1, path)
         atomic_write(path / "training.json", json.dumps(info).encode())  # last: M1 complete
