@@ -39,16 +39,22 @@ Example::
 
 from .datasets import DATASETS, Dataset, Split, binarize, load_dataset
 from .errors import DataError, MissingDataError
+from .quadrants import HIDDEN, QUADRANT_COUNTS, hidden_pixels, mask_quadrants, quadrant_mask
 from .splits import LabelSplit, label_split
 
 __all__ = [
     "DATASETS",
+    "HIDDEN",
+    "QUADRANT_COUNTS",
     "DataError",
     "Dataset",
     "LabelSplit",
     "MissingDataError",
     "Split",
     "binarize",
+    "hidden_pixels",
     "label_split",
     "load_dataset",
+    "mask_quadrants",
+    "quadrant_mask",
 ]
