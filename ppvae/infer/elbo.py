@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ppvae.infer.loglik import _split_args
 from ppvae.infer.objectives import make_objective
 
 @torch.no_grad()
@@ -36,12 +37,16 @@ def evaluate_elbo(
     """Mean ELBO per data point (nats) of ``x`` under ``model``/``guide``.
 
     ``x`` is split into batches of ``batch_size`` along its first dimension,
-    and ``model(x_batch, *args, **kwargs)`` is called on each; the estimate
-    averages ``num_particles`` samples per data point; ``objective`` may be
+    with every other tensor argument whose first dimension is ``len(x)`` (a
+    condition, labels), and ``model(x_batch, *args, **kwargs)`` is called on
+    each; the estimate averages ``num_particles`` samples per data point;
+    ``objective`` may be
     ``"elbo"`` or ``"elbo-analytic"`` (see :mod:`ppvae.infer.objectives`).
     """
     elbo = make_objective(objective, num_particles)
     total = 0.0
-    for batch in torch.split(x, batch_size):
-        total -= elbo.loss(model, guide, batch, *args, **kwargs)
+    for start in range(0, len(x), batch_size):
+        batch_args, batch_kwargs = _split_args((x, *args), kwargs, len(x), start,
+                                               start + batch_size)
+        total -= elbo.loss(model, guide, *batch_args, **batch_kwargs)
     return total / len(x)

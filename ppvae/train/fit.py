@@ -50,6 +50,11 @@ def _batches(model: LatentVariableModel, data: TrainData, labels: LabelSplit | i
              *, batch_size: int, labelled_per_batch: int | None, val_batch_size: int,
              seed: int, epoch: Callable[[], int]) -> tuple[Iterable, Iterable | None]:
     """Validated training and validation batches for ``model``."""
+    if getattr(model, "conditional", False):
+        if labels is not None:
+            raise ValueError(f"labels= is for semi-supervised models, not {type(model).__name__}")
+        return _conditional_batches(model, data, batch_size=batch_size,
+                                    val_batch_size=val_batch_size, seed=seed, epoch=epoch)
     if not getattr(model, "semi_supervised", False):
         if labels is not None:
             raise ValueError(f"labels= is for semi-supervised models, not {type(model).__name__}")
@@ -75,6 +80,42 @@ def _batches(model: LatentVariableModel, data: TrainData, labels: LabelSplit | i
     val_x = model.prepare(data.val.x, name="validation data")
     val_y = model.prepare_labels(data.val.y, len(val_x), name="validation labels")
     return train, EpochBatches(val_x, val_y, batch_size=val_batch_size)
+
+
+class _Conditioned:
+    """Batches ``(x, y)`` turned into ``model.condition_batch(x, y)`` = ``(x, c)``."""
+
+    def __init__(self, model: LatentVariableModel, batches: EpochBatches) -> None:
+        self.model = model
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return (self.model.condition_batch(x, y) for x, y in self.batches)
+
+
+def _conditional_batches(model: LatentVariableModel, data: TrainData, *, batch_size: int,
+                         val_batch_size: int, seed: int, epoch: Callable[[], int]
+                         ) -> tuple[Iterable, Iterable | None]:
+    """Batches ``(x, c)`` of a conditional model (``model.conditional``) from a
+    Dataset: c is made from each batch after dynamic binarization, so a
+    partial image shows the pixels of its own x."""
+    if not isinstance(data, Dataset):
+        raise ValueError(f"{type(model).__name__} trains on a Dataset: its labels or images "
+                         "give the conditions")
+    dynamic = data.binarize == "dynamic"
+    train_x = model.prepare(data.train.x, name="training data", support="unit" if dynamic else None)
+    train_y = data.train.y.to(train_x.device)
+    model.condition_from(train_x, train_y)  # bad labels fail here, before training
+    train = EpochBatches(train_x, train_y, batch_size=batch_size, shuffle=True,
+                         dynamic_binarization=dynamic, seed=seed, epoch=epoch)
+    if not len(data.val):
+        return _Conditioned(model, train), None
+    val_x = model.prepare(data.val.x, name="validation data")
+    val = EpochBatches(val_x, data.val.y.to(val_x.device), batch_size=val_batch_size)
+    return _Conditioned(model, train), _Conditioned(model, val)
 
 
 @contextmanager
@@ -133,7 +174,9 @@ def fit(
         model: a ppvae model (e.g. :class:`ppvae.models.VAE`).
         data: a :class:`ppvae.data.Dataset` (its train/val splits; dynamic
             binarization re-draws the training pixels every epoch), a tensor of
-            training data, or a pair ``(x_train, x_val)``.
+            training data, or a pair ``(x_train, x_val)``. A conditional model
+            (e.g. :class:`ppvae.models.CVAE`) takes a Dataset and trains on
+            ``(x, c)`` with c = ``model.condition_from(x, y)``.
         epochs: maximum number of epochs.
         max_minutes: stop after this much training time (None: no limit).
         batch_size: data points per step.
