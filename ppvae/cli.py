@@ -11,7 +11,10 @@ Every subcommand has ``--help``. ``ppvae train`` writes a run directory::
       elbo.png, reconstructions.png, samples.png, latent_map.png (+ latent_manifold.png for 2-D z)
 
 ``sample``, ``reconstruct`` and ``latent-map`` read a run directory and write
-their figure into it (or where ``--out`` says).
+their figure into it (or where ``--out`` says). A conditional VAE
+(``--model cvae``) writes ``samples.png`` as class-conditional samples
+(``--condition label``) or completions of partial test images
+(``--condition quadrants``), and no reconstructions or latent map.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from ppvae.data import DATASETS, load_dataset
 
 DEFAULTS: dict[str, Any] = {
     "model": "vae",
+    "condition": None,
+    "quadrants": None,
     "dataset": "digits",
     "data_root": None,
     "val_fraction": 0.1,
@@ -54,7 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "accelerator": "cpu",
     "devices": 1,
 }
-MODEL_NAMES = ("vae",)
+MODEL_NAMES = ("vae", "cvae")
+CONDITION_NAMES = ("label", "quadrants")
 LIKELIHOOD_NAMES = ("bernoulli", "gaussian", "continuous-bernoulli")
 
 
@@ -98,6 +104,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     config.update({k: v for k, v in vars(args).items() if k in DEFAULTS and v is not None})
     if config["model"] not in MODEL_NAMES:
         raise CLIError(f"unknown model {config['model']!r}; choose one of {list(MODEL_NAMES)}")
+    resolve_condition(config)
     if config["binarize"] == "auto":
         binary_data = config["dataset"].replace("_", "-") == "binarized-mnist"
         bernoulli = config["likelihood"] == "bernoulli"
@@ -105,6 +112,47 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     elif config["binarize"] == "none":
         config["binarize"] = None
     return config
+
+
+def resolve_condition(config: dict[str, Any]) -> None:
+    """Fill in a CVAE's condition (default ``"label"``; 1 given quadrant for
+    ``"quadrants"``) and refuse condition options on other models."""
+    if config["model"] != "cvae":
+        if config["condition"] is not None or config["quadrants"] is not None:
+            raise CLIError("--condition and --quadrants are options of --model cvae")
+        return
+    config["condition"] = config["condition"] or "label"
+    if config["condition"] not in CONDITION_NAMES:
+        raise CLIError(f"unknown condition {config['condition']!r}; choose one of "
+                       f"{list(CONDITION_NAMES)}")
+    if config["condition"] == "quadrants":
+        config["quadrants"] = config["quadrants"] or 1
+    elif config["quadrants"] is not None:
+        raise CLIError("--quadrants goes with --condition quadrants")
+
+
+def make_model(config: dict[str, Any], data):
+    """The model ``config`` describes, for images of ``data``."""
+    from ppvae.models import CVAE, VAE
+
+    common = dict(latent_dim=config["latent_dim"], hidden=config["hidden"],
+                  likelihood=config["likelihood"], network=config["network"],
+                  activation=config["activation"], beta=config["beta"])
+    if config["model"] == "vae":
+        return VAE(data.image_shape, **common)
+    if config["condition"] == "label" and data.num_classes < 2:
+        raise CLIError(f"--condition label needs class labels; {data.name} has none")
+    return CVAE(data.image_shape, condition=config["condition"], num_classes=data.num_classes,
+                quadrants=config["quadrants"] or 1, **common)
+
+
+def model_args(model, split, name: str, max_points: int | None = None) -> tuple:
+    """The arguments of ``model.model``/``model.guide`` for a data split:
+    ``(x,)``, or ``(x, c)`` for a conditional model."""
+    x = model.prepare(split.x[:max_points], name=name)
+    if getattr(model, "conditional", False):
+        return x, model.condition_from(x, split.y[:max_points].to(x.device))
+    return (x,)
 
 
 # ------------------------------------------------------------------- run dirs
@@ -164,6 +212,27 @@ def figure_samples(model, image_shape, path: Path, num: int = 64) -> None:
     image_grid(model.sample(num), image_shape, title="Samples: E[x | z], z ~ p(z)", path=path)
 
 
+def figure_conditional(model, data, path: Path, num: int = 10, completions: int = 5) -> None:
+    """A CVAE's ``num`` samples per class (rows), or ``completions`` samples
+    for each of the first ``num`` partial test images."""
+    import torch
+
+    from ppvae.plots import image_rows
+
+    if model.condition == "label":
+        samples = model.sample(torch.arange(model.num_classes), num)  # (num, classes, D)
+        names = data.class_names or tuple(map(str, range(model.num_classes)))
+        rows = {str(names[k]): samples[:, k] for k in range(model.num_classes)}
+        title = "Class-conditional samples: E[x | z, y], z ~ p(z | y)"
+    else:
+        x = model.prepare(data.test.x[:num], name="test data")
+        c = model.condition_from(x)
+        rows = {"input": c, "truth": x, **{f"CVAE {i + 1}": sample for i, sample in
+                                           enumerate(model.sample(c, completions))}}
+        title = "Completions: E[x | z, c], z ~ p(z | c); grey = hidden"
+    image_rows(rows, data.image_shape, title=title, path=path)
+
+
 def figure_latent_map(model, data, path: Path, max_points: int = 5000) -> None:
     from ppvae.plots import plot_latent_map
 
@@ -185,20 +254,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     import ppvae
     from ppvae.infer import evaluate_elbo
-    from ppvae.models import VAE
     from ppvae.plots import plot_elbo_curves
 
     if args.resume:
         open_run_for_resume(args.resume)
     config = resolve_config(args)
     data = dataset_for(config)  # fail on missing or bad data before writing anything
+    pyro.set_rng_seed(config["seed"])
+    model = make_model(config, data)  # and a bad model configuration
     run_dir = Path(args.resume or args.out or new_run_dir(config))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", config)
-    pyro.set_rng_seed(config["seed"])
-    model = VAE(data.image_shape, latent_dim=config["latent_dim"], hidden=config["hidden"],
-                likelihood=config["likelihood"], network=config["network"],
-                activation=config["activation"], beta=config["beta"])
     print(f"ppvae {__version__}: training a {config['model'].upper()} on {data.name} "
           f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test) -> {run_dir}",
           file=sys.stderr)
@@ -211,16 +277,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     ppvae.save(model, run_dir / "model")
     pyro.set_rng_seed(config["seed"])
-    test_x = model.prepare(data.test.x, name="test data")
-    test_elbo = evaluate_elbo(model.model, model.guide, test_x, num_particles=10, beta=1.0)
+    test_args = model_args(model, data.test, "test data")
+    test_elbo = evaluate_elbo(model.model, model.guide, *test_args, num_particles=10, beta=1.0)
     metrics = {**history.as_dict(), "epochs": history.epochs, "test_elbo": test_elbo,
                "beta": config["beta"]}
     write_json(run_dir / "metrics.json", metrics)
     plot_elbo_curves(metrics, path=run_dir / "elbo.png")
-    figure_reconstructions(model, data, run_dir / "reconstructions.png")
-    figure_samples(model, data.image_shape, run_dir / "samples.png")
-    figure_latent_map(model, data, run_dir / "latent_map.png")
-    if model.latent_dim == 2:
+    if config["model"] == "cvae":
+        figure_conditional(model, data, run_dir / "samples.png")
+    else:
+        figure_reconstructions(model, data, run_dir / "reconstructions.png")
+        figure_samples(model, data.image_shape, run_dir / "samples.png")
+        figure_latent_map(model, data, run_dir / "latent_map.png")
+    if model.latent_dim == 2 and config["model"] == "vae":
         figure_manifold(model, data.image_shape, run_dir / "latent_manifold.png")
     best = history.val_elbo[history.best_epoch - 1] if history.val_elbo else float("nan")
     print(f"epochs: {history.epochs} ({history.seconds:.1f} s)"
@@ -242,19 +311,19 @@ def _load_run(args: argparse.Namespace):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ppvae.infer import evaluate_elbo
+    from ppvae.infer import evaluate_elbo, log_likelihood
     from ppvae.plots import plot_log_likelihood
 
     run_dir, config, model = _load_run(args)
     if args.num_samples < 1:
         raise CLIError(f"--num-samples must be at least 1, got {args.num_samples}")
     split = getattr(dataset_for(config), args.split)
-    x = model.prepare(split.x[: args.max_points], name=f"{args.split} data")
+    data_args = model_args(model, split, f"{args.split} data", args.max_points)
     start = time.perf_counter()
-    result = model.log_likelihood(x, num_samples=args.num_samples, seed=args.seed,
-                                  progress=not args.no_progress)
+    result = log_likelihood(model.model, model.guide, *data_args, num_samples=args.num_samples,
+                            seed=args.seed, progress=not args.no_progress)
     seconds = time.perf_counter() - start
-    elbo = evaluate_elbo(model.model, model.guide, x, num_particles=10)
+    elbo = evaluate_elbo(model.model, model.guide, *data_args, num_particles=10)
     record = {**result.to_dict(), "split": args.split, "seconds": seconds,
               "elbo_10_particles": elbo}
     write_json(run_dir / "loglik.json", record)
@@ -269,13 +338,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     run_dir, config, model = _load_run(args)
     out = Path(args.out or run_dir / "samples.png")
-    figure_samples(model, tuple(model.input_shape), out, num=args.num)
+    if getattr(model, "conditional", False):
+        figure_conditional(model, dataset_for(config), out, num=args.num or 10)
+    else:
+        figure_samples(model, tuple(model.input_shape), out, num=args.num or 64)
     print(out)
     return 0
 
 
+def _unconditional(model, command: str) -> None:
+    if getattr(model, "conditional", False):
+        raise CLIError(f"`ppvae {command}` is for unconditional models; `ppvae sample` draws "
+                       "a conditional model's samples")
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     run_dir, config, model = _load_run(args)
+    _unconditional(model, "reconstruct")
     out = Path(args.out or run_dir / "reconstructions.png")
     figure_reconstructions(model, dataset_for(config), out, num=args.num)
     print(out)
@@ -284,6 +363,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def cmd_latent_map(args: argparse.Namespace) -> int:
     run_dir, config, model = _load_run(args)
+    _unconditional(model, "latent-map")
     out = Path(args.out or run_dir / "latent_map.png")
     figure_latent_map(model, dataset_for(config), out, max_points=args.max_points)
     print(out)
@@ -301,13 +381,35 @@ def cmd_ssl(args: argparse.Namespace) -> int:
             m1_epochs=args.m1_epochs, supervised_epochs=args.supervised_epochs,
             latent_dim=args.latent_dim, m1_latent_dim=args.m1_latent_dim, hidden=args.hidden,
             classifier_hidden=args.classifier_hidden, alpha=args.alpha,
-            labelled_per_batch=args.labelled_per_batch, batch_size=args.batch_size, lr=args.lr)
+            labelled_per_batch=args.labelled_per_batch, batch_size=args.batch_size, lr=args.lr,
+            max_minutes=args.max_minutes)
     except KeyboardInterrupt:
         print(f"ppvae: interrupted; the same command with --out {out} continues the experiment",
               file=sys.stderr)
         return 130
     print(markdown_table(results["summary"], results["config"]["dataset"]), end="")
     print(f"results in {out}: ssl_results.json, ssl_results.md, ssl_errors.png")
+    return 0
+
+
+def cmd_cvae(args: argparse.Namespace) -> int:
+    from ppvae.experiments.cvae import markdown_table, run_cvae
+
+    out = Path(args.out or new_run_dir({"model": "cvae", "dataset": args.dataset}))
+    try:
+        results = run_cvae(
+            out, args.dataset, quadrants=args.quadrants, methods=args.methods,
+            data_root=args.data_root, progress=not args.no_progress, epochs=args.epochs,
+            baseline_epochs=args.baseline_epochs, max_minutes=args.max_minutes,
+            patience=args.patience, latent_dim=args.latent_dim, hidden=args.hidden,
+            batch_size=args.batch_size, lr=args.lr, num_samples=args.num_samples,
+            max_test=args.max_test, seed=args.seed)
+    except KeyboardInterrupt:
+        print(f"ppvae: interrupted; the same command with --out {out} continues the benchmark",
+              file=sys.stderr)
+        return 130
+    print(markdown_table(results["records"], results["config"]["dataset"]), end="")
+    print(f"results in {out}: cvae_results.json, cvae_results.md, completions_q*.png")
     return 0
 
 
@@ -337,7 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="binarization of grey images; auto = dynamic for a Bernoulli "
                         "likelihood, none otherwise")
     g = train.add_argument_group("model")
-    g.add_argument("--model", choices=MODEL_NAMES, help="model (default vae)")
+    g.add_argument("--model", choices=MODEL_NAMES,
+                   help="model: vae, or cvae, the conditional VAE (default vae)")
+    g.add_argument("--condition", choices=CONDITION_NAMES,
+                   help="the condition of a cvae: the class label, or the given quadrants of "
+                        "the image (default label)")
+    g.add_argument("--quadrants", type=int, choices=[1, 2, 3],
+                   help="given quadrants with --condition quadrants (default 1)")
     g.add_argument("--latent-dim", type=int, help=f"dimension of z ({d['latent_dim']})")
     g.add_argument("--hidden", type=int, nargs="+",
                    help=f"hidden widths, encoder side ({' '.join(map(str, d['hidden']))})")
@@ -398,9 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="random seed")
         if name == "latent-map":
             p.add_argument("--max-points", type=int, default=5000, help="test images to map")
+        elif name == "sample":
+            p.add_argument("--num", type=int, default=None,
+                           help="number of images (default 64); for a CVAE, images per row "
+                                "(default 10)")
         else:
-            p.add_argument("--num", type=int, default=64 if name == "sample" else 16,
-                           help="number of images")
+            p.add_argument("--num", type=int, default=16, help="number of images")
         p.set_defaults(func=func)
 
     ssl = sub.add_parser(
@@ -440,7 +551,47 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=32,
                    help="unlabelled images per batch (%(default)s)")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (%(default)s)")
+    g.add_argument("--max-minutes", type=float,
+                   help="training-time limit of each M2 and M1 fit, in minutes (none)")
     ssl.set_defaults(func=cmd_ssl)
+
+    cv = sub.add_parser(
+        "cvae", help="image completion from 1, 2, 3 quadrants: CVAE vs a deterministic network",
+        description="Train a deterministic network and a conditional VAE (Sohn et al. 2015) to "
+                    "predict the hidden pixels of a digit from 1, 2 or 3 given quadrants; score "
+                    "the test NLL of the hidden pixels (baseline: exact; CVAE: importance "
+                    "sampling with K samples); write cvae_results.json, cvae_results.md and "
+                    "completions_q<N>.png to --out. The same command on an existing --out "
+                    "skips the cells already done.")
+    g = cv.add_argument_group("experiment")
+    g.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"], default="digits",
+                   help="data set (%(default)s)")
+    g.add_argument("--data-root", help="directory with the data files (default: $PPVAE_DATA)")
+    g.add_argument("--quadrants", type=int, nargs="+", choices=[1, 2, 3], default=[1, 2, 3],
+                   help="numbers of given quadrants (1 2 3)")
+    g.add_argument("--methods", nargs="+", choices=["baseline", "cvae"],
+                   default=["baseline", "cvae"], help="methods to run (both)")
+    g.add_argument("--out", help="results directory (default: a new folder under runs/)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = cv.add_argument_group("models, training and evaluation")
+    g.add_argument("--epochs", type=int, default=50, help="maximum epochs of each CVAE "
+                   "(%(default)s)")
+    g.add_argument("--baseline-epochs", type=int, default=50,
+                   help="maximum epochs of each baseline (%(default)s)")
+    g.add_argument("--max-minutes", type=float,
+                   help="training time limit of each model, in minutes (none)")
+    g.add_argument("--patience", type=int, default=5,
+                   help="early-stopping patience in epochs (%(default)s)")
+    g.add_argument("--latent-dim", type=int, default=16, help="dimension of z (%(default)s)")
+    g.add_argument("--hidden", type=int, nargs="+", default=[500, 500],
+                   help="hidden widths of every network (500 500)")
+    g.add_argument("--batch-size", type=int, default=128, help="batch size (%(default)s)")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (%(default)s)")
+    g.add_argument("--num-samples", "-k", type=int, default=100,
+                   help="importance samples K per test image for the CVAE (%(default)s)")
+    g.add_argument("--max-test", type=int, help="score the first N test images (all)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (%(default)s)")
+    cv.set_defaults(func=cmd_cvae)
     return parser
 
 

@@ -476,3 +476,163 @@ def plot_ssl_errors(
     if title:
         ax.set_title(title)
     return _finish(fig, path)
+
+
+def image_rows(
+    rows: Mapping[str, ArrayLike],
+    image_shape: Sequence[int],
+    *,
+    title: str | None = None,
+    path: PathLike = None,
+) -> Figure:
+    """Labelled rows of N images each: completions of the same N partial
+    images (``{"input": partial, "truth": x, "baseline": ..., "CVAE 1": ...}``)
+    or class-conditional samples (``{"0": ..., "1": ..., ...}``).
+
+    Each value holds N flattened images ``(N, D)``; negative values (the hidden
+    pixels of a partial image, marked -1) are drawn mid-grey.
+    """
+    if not rows:
+        raise ValueError("rows is empty: nothing to plot")
+    blocks = [_as_images(v, image_shape, name=f"row {k!r}") for k, v in rows.items()]
+    n = blocks[0].shape[0]
+    if any(b.shape[0] != n for b in blocks):
+        raise ValueError(f"every row needs the same number of images, got "
+                         f"{[b.shape[0] for b in blocks]}")
+    images = np.concatenate(blocks)
+    images = np.where(images < 0, 0.5, images)
+    _, h, w, _ = images.shape
+    cell = _cell_inches(n)
+    fig = Figure(figsize=(n * cell + 1.2, len(blocks) * cell * h / w + (0.4 if title else 0.0)),
+                 layout="constrained")
+    ax = fig.add_subplot()
+    _show(ax, _tile(images, n, pad=1))
+    ax.set_xticks([])
+    ax.set_yticks([r * (h + 1) + h / 2 for r in range(len(blocks))], list(rows))
+    ax.tick_params(left=False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
+
+
+def _posterior_draws(data, var_name: str | None, datapoint: int, label: str) -> np.ndarray:
+    """Draws ``(samples, latent)`` of one data point from an InferenceData's posterior."""
+    posterior = data.posterior
+    if var_name is None:
+        names = list(posterior.data_vars)
+        if len(names) != 1:
+            raise ValueError(f"{label} has several posterior variables {names}; pass var_name")
+        var_name = names[0]
+    if var_name not in posterior:
+        raise ValueError(f"{label} has no posterior variable {var_name!r}")
+    values = posterior[var_name]
+    if "datapoint" not in values.dims or datapoint not in values["datapoint"].values:
+        raise ValueError(f"{label} has no data point {datapoint}")
+    values = values.sel(datapoint=datapoint)
+    if values.ndim != 3:
+        raise ValueError(f"{var_name!r} in {label} has dims {values.dims}; expected "
+                         "(chain, draw, latent)")
+    return values.values.reshape(-1, values.shape[-1])
+
+
+def plot_posterior_comparison(
+    guide_data,
+    nuts_data,
+    datapoint: int,
+    *,
+    latents: Sequence[int] = (0, 1),
+    var_name: str | None = None,
+    path: PathLike = None,
+    title: str | None = None,
+) -> Figure:
+    """The amortized guide's posterior against NUTS's for one data point.
+
+    ``guide_data`` and ``nuts_data`` are ``InferenceData`` from
+    :func:`ppvae.infer.to_inference_data` and :func:`ppvae.infer.nuts_posterior`
+    (posterior dims ``chain, draw, datapoint, latent``); ``datapoint`` is a
+    data-point coordinate both hold. Panels: a scatter of the two latent
+    dimensions in ``latents`` (when two are given), then one histogram per
+    latent dimension in ``latents``, guide and NUTS overlaid (NUTS is the
+    reference: the exact posterior up to Monte Carlo error).
+    """
+    guide = _posterior_draws(guide_data, var_name, datapoint, "guide_data")
+    nuts = _posterior_draws(nuts_data, var_name, datapoint, "nuts_data")
+    latents = [int(j) for j in latents]
+    dim = nuts.shape[1]
+    if not latents or guide.shape[1] != dim or any(not 0 <= j < dim for j in latents):
+        raise ValueError(f"latents must be indices in 0..{dim - 1} of a latent both hold, "
+                         f"got {latents}")
+    pair = len(latents) == 2
+    fig = Figure(figsize=(3.4 * (len(latents) + pair), 3.4), layout="constrained")
+    axes = list(np.atleast_1d(fig.subplots(1, len(latents) + pair)))
+    colours = {"guide q(z | x)": "tab:orange", "NUTS p(z | x)": "tab:blue"}
+    draws = {"guide q(z | x)": guide, "NUTS p(z | x)": nuts}
+    if pair:
+        ax = axes.pop(0)
+        for label, z in draws.items():
+            ax.scatter(z[:, latents[0]], z[:, latents[1]], s=4, alpha=0.3, linewidths=0,
+                       color=colours[label], label=label)
+        ax.set_xlabel(f"z{latents[0] + 1}")
+        ax.set_ylabel(f"z{latents[1] + 1}")
+        ax.legend(loc="best", markerscale=3, fontsize=8)
+    for ax, j in zip(axes, latents):
+        bins = np.histogram_bin_edges(np.concatenate([guide[:, j], nuts[:, j]]), bins=40)
+        for label, z in draws.items():
+            ax.hist(z[:, j], bins=bins, density=True, histtype="step", linewidth=1.5,
+                    color=colours[label], label=label)
+        ax.set_xlabel(f"z{j + 1}")
+        ax.set_ylabel("density")
+    if not pair:
+        axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle(title or f"Posterior of data point {datapoint}: guide vs NUTS")
+    return _finish(fig, path)
+
+
+def plot_inference_gaps(
+    gaps,
+    *,
+    path: PathLike = None,
+    title: str | None = "Inference gaps (Cremer et al. 2018)",
+) -> Figure:
+    """Stacked bars per data point: the approximation gap (log p(x) minus the
+    best local Gaussian's ELBO) below the amortization gap (that ELBO minus the
+    amortized guide's), so a bar's height is the inference gap log p(x) −
+    ELBO(q). Error bars are ± 2 Monte Carlo standard errors; a last pair of
+    bars shows the means over data points (± 2 standard errors over points).
+
+    ``gaps`` is a :class:`ppvae.infer.InferenceGaps` (or anything with its
+    ``datapoints``, ``approximation_gap``, ``amortization_gap`` and their
+    ``*_error`` attributes).
+    """
+    approx = _to_numpy(gaps.approximation_gap).astype(float)
+    amort = _to_numpy(gaps.amortization_gap).astype(float)
+    approx_err = 2 * _to_numpy(gaps.approximation_gap_error).astype(float)
+    amort_err = 2 * _to_numpy(gaps.amortization_gap_error).astype(float)
+    labels = [str(int(i)) for i in _to_numpy(gaps.datapoints)]
+    if not labels or approx.shape != (len(labels),) or amort.shape != (len(labels),):
+        raise ValueError("gaps must hold one approximation and amortization gap per data point")
+    n = len(labels)
+    if n > 1:
+        approx = np.append(approx, approx[:n].mean())
+        amort = np.append(amort, amort[:n].mean())
+        approx_err = np.append(approx_err, 2 * approx[:n].std(ddof=1) / np.sqrt(n))
+        amort_err = np.append(amort_err, 2 * amort[:n].std(ddof=1) / np.sqrt(n))
+        labels.append("mean")
+    x = np.arange(len(labels))
+    fig = Figure(figsize=(max(5.0, 0.45 * len(labels) + 2.0), 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.bar(x, approx, yerr=approx_err, capsize=2, color="tab:blue",
+           label="approximation gap")
+    ax.bar(x, amort, bottom=approx, yerr=amort_err, capsize=2, color="tab:orange",
+           label="amortization gap")
+    ax.axhline(0.0, color="k", linewidth=0.8)
+    ax.set_xticks(x, labels, rotation=90 if len(labels) > 20 else 0)
+    ax.set_xlabel("data point")
+    ax.set_ylabel("nats")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="best")
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
