@@ -147,6 +147,10 @@ def test_completions_keep_the_given_pixels(binary_batch):
     assert samples.shape == (4, 32, 64)
     assert torch.equal(samples[:, given], c[given].expand(4, -1))
     assert not torch.equal(samples[0], samples[1])  # z ~ p(z | c) varies
+    reconstructions = m.reconstruct(binary_batch, c)
+    assert reconstructions.shape == (32, 64) and torch.equal(reconstructions[given], c[given])
+    with pytest.raises(ValueError, match=r"z must have shape \(batch, 3\)"):
+        m.decode(torch.zeros(32, 2), c)
     draws = m.sample(c, 2, mean=False)
     assert set(draws.unique().tolist()) <= {0.0, 1.0}
     for predicted in (m.predict(c), CompletionBaseline((1, 8, 8), quadrants=2).predict(c)):

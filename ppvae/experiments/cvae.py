@@ -33,7 +33,8 @@ Files in ``out_dir``:
   after each cell, so an interrupted run resumes where it stopped. One record
   per cell: ``quadrants``, ``method``, ``nll``, ``nll_stderr`` (over test
   images), ``elbo`` (the mean ELBO on the same draws, nats), ``num_samples``
-  (K), ``num_datapoints``, ``khat_max``, ``epochs`` (trained), ``train_seconds``,
+  (K), ``num_datapoints``, ``khat_max`` and ``frac_khat_above_0.7`` (PSIS
+  k-hat of the weights; None where not finite or K < 10), ``epochs`` (trained), ``train_seconds``,
   ``eval_seconds``, ``seconds``, ``dataset``.
 - ``cvae_results.md``: the NLLs as a Markdown table.
 - ``models/<method>_q<q>/``: the trained models (:func:`ppvae.save`).
@@ -44,6 +45,7 @@ Files in ``out_dir``:
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -236,7 +238,9 @@ class _Runner:
         return {"quadrants": q, "method": method, "nll": -result.mean,
                 "nll_stderr": result.stderr, "elbo": result.elbo_mean, "num_samples": k,
                 "num_datapoints": len(self.test_x),
-                "khat_max": None if k < 10 else result.khat_max, "epochs": history.epochs,
+                "khat_max": result.khat_max if math.isfinite(result.khat_max) else None,
+                "frac_khat_above_0.7": None if k < 10 else result.frac_khat_above,
+                "epochs": history.epochs,
                 "train_seconds": trained - start, "eval_seconds": end - trained,
                 "seconds": end - start, "dataset": self.data.name}
 

@@ -303,6 +303,20 @@ class CVAE(ConditionalModel):
         q = self.encoder(x, self.prepare_condition(c, len(x)))
         return q.sample() if sample else q.mean
 
+    @torch.no_grad()
+    def decode(self, z: Tensor, c: Tensor | np.ndarray | int) -> Tensor:
+        """E[x | z, c] for codes ``(batch, latent_dim)``, given pixels kept."""
+        z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
+        c = self.prepare_condition(c, len(z))
+        if z.dim() != 2 or z.shape[-1] != self.latent_dim:
+            raise ValueError(f"z must have shape (batch, {self.latent_dim}), got {tuple(z.shape)}")
+        return self._fill_given(self.likelihood.mean(z, c), c)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor | np.ndarray, c: Tensor | np.ndarray) -> Tensor:
+        """E[x | z = mean of q(z | x, c), c]: reconstructions of a batch."""
+        return self.decode(self.encode(x, c), c)
+
 
 class CompletionBaseline(ConditionalModel):
     """The deterministic baseline of image completion: a network f from the
