@@ -1,6 +1,7 @@
 """Inference: objectives and estimators that work on any Pyro model/guide pair
 whose data points sit in a ``pyro.plate("data")``."""
 
+from ppvae.infer.arviz_bridge import to_inference_data
 from ppvae.infer.elbo import evaluate_elbo
 from ppvae.infer.iwae import IWAE
 from ppvae.infer.loglik import LogLikelihood, log_likelihood
@@ -8,4 +9,5 @@ from ppvae.infer.objectives import OBJECTIVES, PairLoss, make_objective, trainin
 from ppvae.infer.semisupervised import SemiSupervisedELBO
 
 __all__ = ["IWAE", "OBJECTIVES", "LogLikelihood", "PairLoss", "SemiSupervisedELBO",
-           "evaluate_elbo", "log_likelihood", "make_objective", "training_loss"]
+           "evaluate_elbo", "log_likelihood", "make_objective", "to_inference_data",
+           "training_loss"]
