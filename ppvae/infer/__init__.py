@@ -3,12 +3,15 @@ whose data points sit in a ``pyro.plate("data")``."""
 
 from ppvae.infer.arviz_bridge import to_inference_data
 from ppvae.infer.elbo import evaluate_elbo
+from ppvae.infer.gaps import InferenceGaps, elbo_per_datapoint, inference_gaps
 from ppvae.infer.iwae import IWAE
+from ppvae.infer.local_gaussian import LocalGaussian, fit_local_gaussian
 from ppvae.infer.loglik import LogLikelihood, log_likelihood
 from ppvae.infer.mcmc import compare_posteriors, nuts_posterior
 from ppvae.infer.objectives import OBJECTIVES, PairLoss, make_objective, training_loss
 from ppvae.infer.semisupervised import SemiSupervisedELBO
 
-__all__ = ["IWAE", "OBJECTIVES", "LogLikelihood", "PairLoss", "SemiSupervisedELBO",
-           "compare_posteriors", "evaluate_elbo", "log_likelihood", "make_objective",
+__all__ = ["IWAE", "OBJECTIVES", "InferenceGaps", "LocalGaussian", "LogLikelihood", "PairLoss",
+           "SemiSupervisedELBO", "compare_posteriors", "elbo_per_datapoint", "evaluate_elbo",
+           "fit_local_gaussian", "inference_gaps", "log_likelihood", "make_objective",
            "nuts_posterior", "to_inference_data", "training_loss"]
