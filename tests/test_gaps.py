@@ -170,6 +170,20 @@ def test_bad_input(ppca, binary_batch):
 
     with pytest.raises(ValueError, match="no latent"):
         inference_gaps(no_latent, no_latent, x)
+
+    def two_latents(x):
+        with pyro.plate("data", len(x)):
+            a = pyro.sample("a", dist.Normal(0.0, 1.0))
+            b = pyro.sample("b", dist.Normal(0.0, 1.0))
+            loc = (a + b).unsqueeze(-1).expand(x.shape)
+            pyro.sample("x", dist.Normal(loc, 1.0).to_event(1), obs=x)
+
+    def guide_of_a(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("a", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="'b' of the model has no counterpart"):
+        inference_gaps(two_latents, guide_of_a, x)
     m2 = SSVAE((1, 8, 8), num_classes=3, latent_dim=2, hidden=(16,))
     with pytest.raises(ValueError, match="real-valued"):
         inference_gaps(m2.model, m2.guide, binary_batch[:4])  # y unobserved: discrete latent

@@ -133,9 +133,9 @@ def to_inference_data(
             khat = np.asarray(az.psislw(log_w.T.copy(), reff=1.0)[1])
     groups = {
         "posterior": make_dataset({name: (["chain", *dims], value[None])
-                               for name, (value, dims) in draws.items()}, coords),
+                                   for name, (value, dims) in draws.items()}, coords),
         "sample_stats": make_dataset({"log_weight": (["chain", "draw", DATAPOINT], log_w[None]),
-                                  "khat": ([DATAPOINT], khat)}, coords),
+                                      "khat": ([DATAPOINT], khat)}, coords),
         "observed_data": make_dataset(observed_variables(model_tr, nesting, data_plate), coords),
     }
     if history is not None:

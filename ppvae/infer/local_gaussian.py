@@ -99,6 +99,9 @@ class LocalGaussian:
         sites = latent_sites(model_tr)
         require_latents(sites, data_plate, "model")
         for name, site in sites.items():
+            if name not in guide_tr.nodes:
+                raise ValueError(f"latent site {name!r} of the model has no counterpart in "
+                                 "the guide, which must propose every latent")
             support = site["fn"].support
             if getattr(support, "base_constraint", support) is not constraints.real:
                 raise ValueError(f"latent site {name!r} has support {support}: the local "

@@ -45,8 +45,8 @@ def nuts_posterior(
     model: Callable,
     *args: Any,
     datapoints: Sequence[int] | Tensor | None = None,
-    num_samples: int = 500,
-    warmup_steps: int = 500,
+    num_samples: int = 300,
+    warmup_steps: int = 300,
     num_chains: int = 4,
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
@@ -63,9 +63,16 @@ def nuts_posterior(
     it (observe discrete ones, e.g. pass M2's labels). Chains run one after
     the other (no worker processes), each from its own random start (Pyro's
     ``init_to_uniform``) with its own warm-up adaptation; the draws are seeded
-    without touching the global random state. A handful of data points of a
-    small VAE take seconds on a CPU; the cost grows with the number of points,
-    which are sampled jointly.
+    without touching the global random state.
+
+    Cost: Pyro's NUTS spends about 1.5 ms per gradient evaluation on a small
+    VAE on a CPU (mostly Pyro's per-call overhead, not the networks), and
+    each iteration takes a few to a few tens of evaluations (more during
+    warm-up). With the defaults, three data points of an 8-dim digits VAE
+    took 2 minutes for the 4 chains on a busy 2-core machine (ESS above 800
+    per coordinate), two points of a 2-dim linear-Gaussian model 8 s for 2
+    chains. The points are sampled jointly, which costs about as much per
+    gradient as one point: fewer chains, not fewer points, save time.
 
     Args:
         model: the Pyro model, e.g. ``vae.model``.
