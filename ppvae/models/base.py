@@ -11,6 +11,7 @@ in one process never share parameters by accident.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,8 +96,9 @@ class LatentVariableModel(PyroModule):
             )
         if len(x) == 0:
             raise ValueError(f"{name} is empty: no data points")
-        finite = torch.isfinite(x)
-        if not bool(finite.all()):
+        lo, hi = torch.aminmax(x)  # one pass; NaN and inf show in the extremes
+        if not (math.isfinite(lo.item()) and math.isfinite(hi.item())):
+            finite = torch.isfinite(x)
             bad = (~finite).nonzero()[0].tolist()
             raise ValueError(
                 f"{name} contains {int((~finite).sum())} NaN or infinite values "

@@ -49,7 +49,7 @@ class ObservationModel(nn.Module):
         """Raise ``ValueError`` if ``x`` lies outside this density's support
         (or outside ``support``, one of ``"binary"``, ``"unit"``, ``"real"``)."""
         support = support or self.support
-        if support == "binary" and not bool(((x == 0) | (x == 1)).all()):
+        if support == "binary" and not _is_binary(x):
             bad = x[(x != 0) & (x != 1)].flatten()[0].item()
             raise ValueError(
                 f"the Bernoulli likelihood is a density for binary data only, but {name} has "
@@ -57,11 +57,29 @@ class ObservationModel(nn.Module):
                 "(load_dataset(..., binarize='dynamic' or 'static')) or use "
                 "likelihood='continuous-bernoulli' or 'gaussian' for grey levels."
             )
-        if support == "unit" and not bool(((x >= 0) & (x <= 1)).all()):
+        if support == "unit" and not _in_unit_interval(x):
             bad = x[(x < 0) | (x > 1)].flatten()[0].item()
             raise ValueError(
                 f"{name} must lie in [0, 1] for this likelihood, but has a value {bad:.4g}"
             )
+
+
+def _in_unit_interval(x: Tensor) -> bool:
+    """All values in [0, 1] (NaN fails), in one pass."""
+    if x.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(x)
+    return bool((lo >= 0) & (hi <= 1))
+
+
+def _is_binary(x: Tensor) -> bool:
+    """All values in {0, 1}: within [0, 1], and sum x (1 - x) = 0, a sum of
+    non-negative terms that are all exactly zero only for binary values."""
+    if not _in_unit_interval(x):
+        return False
+    flat = x.reshape(-1)
+    chunks = torch.split(flat, 2**20)  # bounded temporaries, kept in cache
+    return all(torch.dot(c, 1 - c).item() == 0 for c in chunks)
 
 
 class BinaryBernoulli(dist.Bernoulli):

@@ -11,6 +11,7 @@ from torch.nn.functional import cross_entropy
 from ppvae.data import Dataset, LabelSplit
 from ppvae.train.batches import EpochBatches
 from ppvae.train.fit import _quiet_lightning
+from ppvae.train.module import adam
 
 
 class ClassifierModule(L.LightningModule):
@@ -33,7 +34,7 @@ class ClassifierModule(L.LightningModule):
         self.log("val_accuracy", accuracy, on_epoch=True, batch_size=len(x))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        return adam(self.net.parameters(), self.lr)
 
 
 def fit_classifier(net: nn.Module, data: Dataset, labels: LabelSplit, *, epochs: int = 100,

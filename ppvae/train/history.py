@@ -53,7 +53,7 @@ class HistoryCallback(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = trainer.callback_metrics
-        self.history.train_elbo.append(float(metrics["train_elbo"]))
+        self.history.train_elbo.append(pl_module.epoch_train_elbo())
         for name in ("val_elbo", "val_accuracy"):
             if name in metrics:
                 getattr(self.history, name).append(float(metrics[name]))

@@ -14,9 +14,12 @@ Logged metrics, per data point in nats:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import lightning as L
 import pyro
 import torch
+from pyro.infer.util import is_validation_enabled
 from torch import Tensor
 
 from ppvae.infer import training_loss
@@ -75,25 +78,56 @@ class SVIModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         pyro.set_rng_seed(epoch_seed(self.seed, self.current_epoch, 2) % 2**32)
+        self._epoch_totals = torch.zeros(2, dtype=torch.float64, device=self.device)
+        self._epoch_mean: float | None = None
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        loss = self.loss(self.model, batch, self.kl_weight())
+        # Pyro checks distribution arguments and values on the first step; the
+        # data were validated before training, and later steps repeat the same
+        # computation on new batches, so the checks are skipped there.
+        with pyro.validation_enabled(is_validation_enabled() and self.global_step == 0):
+            loss = self.loss(self.model, batch, self.kl_weight())
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at epoch {self.current_epoch + 1}, "
                 f"batch {batch_idx + 1}; no update was made with it. "
                 "Try a smaller learning rate, KL warm-up, or check the data."
             )
-        self.log("train_elbo", -loss.detach(), on_step=False, on_epoch=True,
-                 batch_size=_num_points(batch))
+        # summed here and logged once per epoch (a Lightning log call per step
+        # costs about as much as a small network's forward pass)
+        points = _num_points(batch)
+        self._epoch_totals += torch.stack([-loss.detach().double() * points,
+                                           torch.tensor(points, dtype=torch.float64)])
         return loss
+
+    def epoch_train_elbo(self) -> float:
+        """The training objective per data point over this epoch's steps (all
+        processes together under data parallelism)."""
+        if self._epoch_mean is None:
+            totals = self.trainer.strategy.reduce(self._epoch_totals, reduce_op="sum")
+            self._epoch_mean = float(totals[0] / totals[1].clamp(min=1))
+        return self._epoch_mean
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train_elbo", self.epoch_train_elbo(), on_epoch=True)
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         for name, value in self.loss.validate(self.model, batch).items():
             self.log(name, value, on_epoch=True, batch_size=_num_points(batch))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        return adam(self.model.parameters(), self.lr)
+
+
+def adam(params: Iterable[Tensor], lr: float) -> torch.optim.Adam:
+    """Adam (Kingma & Ba 2015) with PyTorch's fused kernel where the parameters
+    allow it (float tensors on CPU or CUDA): one pass over all parameters per
+    step, about 5x faster than the per-tensor loop on this project's MLPs
+    (benchmarks/throughput.py); the same update up to float rounding."""
+    params = list(params)
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                                 for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=fused or None)
 
 
 def _num_points(batch: tuple[Tensor, ...]) -> int:

@@ -1,0 +1,233 @@
+"""Training throughput: ppvae.fit against the same VAE trained by hand.
+
+The network of the performance issue: a 784-400-50 MLP VAE (ReLU, Bernoulli
+likelihood, diagonal-Gaussian guide) on statically binarized MNIST, Adam with
+learning rate 1e-3, trained three ways in one run, interleaved so that machine
+noise hits all alike, median of ``--repeats`` repeats:
+
+- ``handwritten``: a plain PyTorch loop with the same networks, the same
+  Monte Carlo ELBO estimate (one reparameterized z per image, KL term as
+  log q(z|x) - log p(z) at that z) and the same optimizer as ppvae.fit (Adam
+  with PyTorch's fused kernel);
+- ``pyro_svi``: the ppvae model/guide pair with Pyro's ``SVI`` + ``Trace_ELBO``
+  and ``pyro.optim.Adam`` (Pyro's default per-parameter Adam), batches sliced
+  from tensors;
+- ``ppvae_fit``: ``ppvae.fit(model, x, epochs=E, batch_size=B)``, timed end to
+  end (trainer start-up included).
+
+Each prints images per second (training images processed per second of wall
+time) and the ratios to the hand-written loop, plus the limit the machine's
+matmul peak (measured in the same run) puts on this network: 3 matrix products
+per layer (forward, and the two of the backward pass), 2 FLOPs per
+multiply-add. The final training ELBO of each run is printed so that equal
+speed can be checked to mean equal work. Also measured: an M2 training step
+(``SSVAE``, exact enumeration over 10 classes) and importance-weighted
+evaluation (K = 5000) in images per second, and peak memory (RSS) of training
+and of evaluation at K = 500 and K = 5000, each in a fresh process.
+
+Usage: PPVAE_DATA=../shared/data python benchmarks/throughput.py [--batch-sizes 128 256]
+       [--epochs 1] [--repeats 5] [--json]
+With --json it prints one JSON object whose keys include ``handwritten``,
+``pyro_svi``, ``ppvae_fit`` (images/s at the first batch size) and
+``ratio_ppvae_vs_handwritten``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyro
+import torch
+from common import machine, matmul_peak_gflops
+from torch import nn
+from torch.nn.functional import binary_cross_entropy_with_logits, softplus
+
+import ppvae
+from ppvae.data import binarize, label_split, load_dataset
+from ppvae.infer import log_likelihood
+from ppvae.models import SSVAE, VAE
+
+LATENT, HIDDEN = 50, 400
+LOG_2PI = math.log(2 * math.pi)
+
+
+def make_vae() -> VAE:
+    return VAE(784, latent_dim=LATENT, hidden=(HIDDEN,))
+
+
+def network_flops_per_image() -> int:
+    """Forward + backward FLOPs of the matrix products for one image."""
+    macs = 784 * HIDDEN + HIDDEN * 2 * LATENT + LATENT * HIDDEN + HIDDEN * 784
+    return 3 * 2 * macs
+
+
+def handwritten(x: torch.Tensor, batch_size: int, epochs: int, seed: int) -> tuple[float, float]:
+    """A plain PyTorch VAE loop; returns (seconds, last epoch's mean ELBO)."""
+    torch.manual_seed(seed)
+    encoder = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENT))
+    decoder = nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 784))
+    params = list(encoder.parameters()) + list(decoder.parameters())
+    optimizer = torch.optim.Adam(params, lr=1e-3, fused=True)  # as ppvae.fit uses
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        total = 0.0
+        order = torch.randperm(len(x))
+        for i in range(0, len(x), batch_size):
+            xb = x[order[i:i + batch_size]]
+            loc, raw = encoder(xb).chunk(2, -1)
+            scale = softplus(raw)
+            eps = torch.randn_like(loc)
+            z = loc + scale * eps
+            log_px = -binary_cross_entropy_with_logits(decoder(z), xb, reduction="none").sum(-1)
+            log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)
+            log_qz = (-0.5 * (eps**2 + LOG_2PI) - scale.log()).sum(-1)
+            loss = -(log_px + log_pz - log_qz).sum() / len(xb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total -= loss.item() * len(xb) if epoch == epochs - 1 else 0.0
+    return time.perf_counter() - start, total / len(x)
+
+
+def pyro_svi(x: torch.Tensor, batch_size: int, epochs: int, seed: int) -> tuple[float, float]:
+    """Pyro's SVI + Trace_ELBO on the ppvae pair; (seconds, last epoch's ELBO)."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    vae = make_vae()
+    svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}),
+                         pyro.infer.Trace_ELBO())
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        total = 0.0
+        order = torch.randperm(len(x))
+        for i in range(0, len(x), batch_size):
+            loss = svi.step(x[order[i:i + batch_size]])
+            total -= loss if epoch == epochs - 1 else 0.0
+    return time.perf_counter() - start, total / len(x)
+
+
+def ppvae_fit(x: torch.Tensor, batch_size: int, epochs: int, seed: int) -> tuple[float, float]:
+    """``ppvae.fit``, end to end; (seconds, last epoch's training ELBO)."""
+    pyro.set_rng_seed(seed)
+    vae = make_vae()
+    start = time.perf_counter()
+    history = ppvae.fit(vae, x, epochs=epochs, batch_size=batch_size, seed=seed, progress=False)
+    return time.perf_counter() - start, history.train_elbo[-1]
+
+
+def m2_step_rate(data, batch_size: int, steps: int = 100) -> float:
+    """Images per second of M2 training steps (labelled + unlabelled), via
+    ppvae.fit on a slice of MNIST so that one epoch is ``steps`` steps."""
+    pyro.set_rng_seed(0)
+    m2 = SSVAE(784, 10, latent_dim=LATENT, hidden=(HIDDEN,))
+    split = label_split(data.train, 100, 10, 0)
+    n = steps * batch_size
+    sub = type(split)(split.labelled, type(split.unlabelled)(split.unlabelled.x[:n],
+                                                              split.unlabelled.y[:n]), 10)
+    history = ppvae.fit(m2, data, labels=sub, epochs=1, batch_size=batch_size,
+                        labelled_per_batch=batch_size // 4, progress=False)
+    return steps * (batch_size + batch_size // 4) / history.seconds
+
+
+def eval_rate(x: torch.Tensor, num_samples: int) -> float:
+    """Test images per second of the IW estimator at K = num_samples."""
+    vae = make_vae()
+    start = time.perf_counter()
+    log_likelihood(vae.model, vae.guide, x, num_samples=num_samples)
+    return len(x) / (time.perf_counter() - start)
+
+
+def peak_rss_mb(task: str, *args: str) -> float:
+    """Peak resident memory (MB) of ``task`` run in a fresh process."""
+    out = subprocess.run([sys.executable, __file__, "--child", task, *args], check=True,
+                         capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def child(task: str, *args: str) -> None:
+    """Run one memory-measured task on random binary images (no data set is
+    loaded, so the peak is the task's own)."""
+    x = torch.bernoulli(torch.full((20000 if task == "train" else 100, 784), 0.2))
+    if task == "train":
+        ppvae_fit(x, 128, 1, 0)
+    else:
+        eval_rate(x, int(args[0]))
+    # VmHWM: this process's own peak (ru_maxrss would carry the parent's
+    # peak across fork and exec)
+    status = Path("/proc/self/status").read_text().splitlines()
+    print(int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(*sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per timed run")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--num-images", type=int, default=60000,
+                        help="training images per epoch")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+
+    data = load_dataset("mnist", binarize="static")
+    x = torch.cat([data.train.x, data.val.x])[: args.num_images]
+    if not args.json:
+        print(f"machine: {machine()}", flush=True)
+    runners = {"handwritten": handwritten, "pyro_svi": pyro_svi, "ppvae_fit": ppvae_fit}
+    results: dict = {"machine": machine(), "batch_sizes": {}}
+    peaks = []
+    for batch_size in args.batch_sizes:
+        times = {name: [] for name in runners}
+        elbos = {name: [] for name in runners}
+        for repeat in range(args.repeats):
+            peaks.append(matmul_peak_gflops())
+            for name, run in runners.items():
+                seconds, elbo = run(x, batch_size, args.epochs, repeat)
+                times[name].append(seconds)
+                elbos[name].append(elbo)
+        rate = {name: args.epochs * len(x) / statistics.median(t) for name, t in times.items()}
+        limit = max(peaks) * 1e9 / network_flops_per_image()
+        row = {**rate, "ratio_ppvae_vs_handwritten": rate["ppvae_fit"] / rate["handwritten"],
+               "ratio_pyro_vs_handwritten": rate["pyro_svi"] / rate["handwritten"],
+               "flop_limit": limit,
+               "final_elbo": {n: statistics.median(e) for n, e in elbos.items()}}
+        results["batch_sizes"][batch_size] = row
+        if not args.json:
+            print(f"\nbatch {batch_size}, {args.epochs} epoch(s) of {len(x)} images, median of "
+                  f"{args.repeats}; matmul peak {max(peaks):.0f} GFLOP/s bounds this network "
+                  f"at {limit:,.0f} images/s (forward + backward)")
+            for name in runners:
+                print(f"  {name:12s} {rate[name]:9,.0f} images/s  "
+                      f"{rate[name] / rate['handwritten']:.2f}  "
+                      f"{rate[name] / limit:.0%} of the limit  "
+                      f"final training ELBO {row['final_elbo'][name]:.2f}")
+    first = results["batch_sizes"][args.batch_sizes[0]]
+    results.update({k: first[k] for k in ("handwritten", "pyro_svi", "ppvae_fit",
+                                          "ratio_ppvae_vs_handwritten")})
+    results["m2_images_per_s"] = m2_step_rate(load_dataset("mnist", binarize="dynamic"), 128)
+    results["eval_images_per_s_k5000"] = eval_rate(data.test.x[:100], 5000)
+    results["peak_rss_mb"] = {"train": peak_rss_mb("train"),
+                              "eval_k500": peak_rss_mb("eval", "500"),
+                              "eval_k5000": peak_rss_mb("eval", "5000")}
+    if args.json:
+        print(json.dumps(results))
+        return
+    print(f"\nM2 training (10 classes enumerated, batch 128 + 32 labelled): "
+          f"{results['m2_images_per_s']:,.0f} images/s")
+    print(f"IW evaluation, K = 5000: {results['eval_images_per_s_k5000']:.1f} test images/s")
+    rss = results["peak_rss_mb"]
+    print(f"peak RSS: training {rss['train']:.0f} MB; evaluation K = 500: "
+          f"{rss['eval_k500']:.0f} MB, K = 5000: {rss['eval_k5000']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
