@@ -382,7 +382,7 @@ def cmd_ssl(args: argparse.Namespace) -> int:
             latent_dim=args.latent_dim, m1_latent_dim=args.m1_latent_dim, hidden=args.hidden,
             classifier_hidden=args.classifier_hidden, alpha=args.alpha,
             labelled_per_batch=args.labelled_per_batch, batch_size=args.batch_size, lr=args.lr,
-            max_minutes=args.max_minutes)
+            max_minutes=args.max_minutes, accelerator=args.accelerator)
     except KeyboardInterrupt:
         print(f"ppvae: interrupted; the same command with --out {out} continues the experiment",
               file=sys.stderr)
@@ -553,6 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (%(default)s)")
     g.add_argument("--max-minutes", type=float,
                    help="training-time limit of each M2 and M1 fit, in minutes (none)")
+    g.add_argument("--accelerator", default="cpu",
+                   help="Lightning accelerator for M2 and M1: cpu, gpu, auto (%(default)s)")
     ssl.set_defaults(func=cmd_ssl)
 
     cv = sub.add_parser(

@@ -137,6 +137,7 @@ def run_ssl(
     data_root: str | os.PathLike | None = None,
     epochs: int = 100,
     progress: bool = True,
+    accelerator: str = "cpu",
     **hyper: Any,
 ) -> dict[str, Any]:
     """Run every (method, label count, seed) cell not yet in ``out_dir`` and
@@ -153,6 +154,9 @@ def run_ssl(
         data_root: where the data files are (default ``$PPVAE_DATA``).
         epochs: epochs of M2.
         progress: show progress bars.
+        accelerator: Lightning accelerator for M2 and M1 (``"cpu"``, ``"gpu"``,
+            ``"auto"``); not part of the settings, so a sweep may resume on
+            another machine.
         **hyper: the other fields of :class:`SSLSettings`.
 
     Returns:
@@ -176,7 +180,7 @@ def run_ssl(
     config = json.loads(json.dumps({"dataset": data.name, **asdict(settings)}))
     records = _read_records(out_dir / RESULTS_JSON, config)
     _write_results(out_dir, config, records)
-    runner = _Runner(data, settings, out_dir, progress)
+    runner = _Runner(data, settings, out_dir, progress, accelerator)
     done = {(r["method"], r["labels"], r["seed"]) for r in records}
     cells = [(m, n, s) for s in seeds for n in labels for m in methods]
     print(f"semi-supervised classification on {data.name}: {len(cells)} cells, "
@@ -226,7 +230,8 @@ class _Runner:
     """Trains and scores the cells of one experiment; keeps M1 per seed."""
 
     def __init__(self, data: Dataset, settings: SSLSettings, out_dir: Path,
-                 progress: bool) -> None:
+                 progress: bool, accelerator: str = "cpu") -> None:
+        self.accelerator = accelerator
         self.data = data
         self.settings = settings
         self.out_dir = out_dir
@@ -270,7 +275,7 @@ class _Runner:
         history = fit(m2, data, labels=label_split(data.train, num_labels, data.num_classes, seed),
                       epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, alpha=s.alpha,
                       labelled_per_batch=s.labelled_per_batch, seed=seed, progress=self.progress,
-                      max_minutes=s.max_minutes)
+                      max_minutes=s.max_minutes, accelerator=self.accelerator)
         return _error(m2.predict(data.test.x), data.test.y), history.epochs
 
     def _m1_codes(self, seed: int) -> tuple[Dataset, dict[str, Any]]:
@@ -298,7 +303,8 @@ class _Runner:
         pyro.set_rng_seed(seed)
         m1 = VAE(self.data.image_shape, latent_dim=s.m1_latent_dim, hidden=s.hidden)
         history = fit(m1, self.data, epochs=s.m1_epochs, batch_size=s.batch_size, lr=s.lr,
-                      seed=seed, progress=self.progress, max_minutes=s.max_minutes)
+                      seed=seed, progress=self.progress, max_minutes=s.max_minutes,
+                      accelerator=self.accelerator)
         info = {"m1_epochs": history.epochs, "m1_seconds": history.seconds}
         save(m1, path)
         atomic_write(path / "training.json", json.dumps(info).encode())  # last: M1 complete
