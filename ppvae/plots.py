@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
@@ -26,6 +27,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from sklearn.decomposition import PCA
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from ppvae.train.history import History
 
 ArrayLike = Tensor | np.ndarray | Sequence
 PathLike = str | os.PathLike | None
@@ -203,18 +207,22 @@ def plot_reconstructions(
 
 
 def plot_elbo_curves(
-    history: Mapping[str, Sequence[float]],
+    history: Mapping[str, Sequence[float]] | History,
     *,
     path: PathLike = None,
     title: str | None = "ELBO per data point (nats)",
 ) -> Figure:
     """Plot the per-epoch ELBO of ``history["train_elbo"]`` and ``history["val_elbo"]``.
 
+    ``history`` is a mapping or the :class:`~ppvae.train.history.History` that
+    :func:`ppvae.fit` returns.
     Missing or empty series are skipped; epochs are numbered from 1. A scalar
     ``history["test_elbo"]`` is drawn as a dashed horizontal line, and when
     ``history["beta"]`` is not 1 the train line is labelled as the β-weighted
     objective (it is then not the ELBO proper).
     """
+    if not isinstance(history, Mapping) and hasattr(history, "as_dict"):
+        history = history.as_dict()
     beta = history.get("beta")
     weighted = beta is not None and bool(np.any(_to_numpy(beta) != 1))
     train_label = "train (β-weighted objective)" if weighted else "train"

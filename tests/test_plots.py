@@ -123,6 +123,13 @@ def test_elbo_curves_beta_and_missing_series():
     assert plots.plot_elbo_curves({}).axes[0].get_legend() is None
 
 
+def test_elbo_curves_take_fit_history():
+    from ppvae.train.history import History
+
+    fig = plots.plot_elbo_curves(History(train_elbo=[-3.0, -2.0], val_elbo=[-3.5, -2.5]))
+    assert legend_texts(fig) == ["train", "validation"]
+
+
 def test_elbo_curves_reject_non_scalar_test():
     with pytest.raises(ValueError, match="test_elbo"):
         plots.plot_elbo_curves({"train_elbo": [-1.0], "test_elbo": [-1.0, -2.0]})
