@@ -1,6 +1,7 @@
 """Training objectives by name.
 
-- ``"elbo"``: the ELBO, Monte Carlo estimate (Pyro's ``Trace_ELBO``);
+- ``"elbo"``: the ELBO, Monte Carlo estimate (Pyro's ``Trace_ELBO``, computed
+  by :class:`ppvae.infer.lean_elbo.LeanTrace_ELBO` where that is the same);
 - ``"elbo-analytic"``: the same bound with the closed-form KL(q || p) where the
   pair allows it (Pyro's ``TraceMeanField_ELBO``), a lower-variance estimate;
 - ``"iwae"``: the per-datapoint importance-weighted bound with K =
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import TraceMeanField_ELBO
 from torch import Tensor
 
 from ppvae.infer.iwae import IWAE
+from ppvae.infer.lean_elbo import LeanTrace_ELBO
 from ppvae.infer.semisupervised import SemiSupervisedELBO
 
 OBJECTIVES = ("elbo", "elbo-analytic", "iwae")
@@ -31,7 +33,7 @@ def make_objective(name: str = "elbo", num_particles: int = 1, *, dreg: bool = F
         raise ValueError("dreg (doubly-reparameterized gradients) applies to objective='iwae' only")
     if name == "iwae":
         return IWAE(num_particles, dreg=dreg)
-    cls = Trace_ELBO if name == "elbo" else TraceMeanField_ELBO
+    cls = LeanTrace_ELBO if name == "elbo" else TraceMeanField_ELBO
     return cls(num_particles=num_particles, vectorize_particles=num_particles > 1,
                max_plate_nesting=1)
 

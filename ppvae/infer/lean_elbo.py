@@ -1,0 +1,121 @@
+"""Pyro's ``Trace_ELBO`` for reparameterized pairs, without building traces.
+
+For a guide whose latents are all reparameterized, Pyro's
+:class:`~pyro.infer.Trace_ELBO` with one particle computes
+
+    loss = -[sum_model_sites s * m * log p(site) - sum_guide_sites s * m * log q(site)]
+
+at one draw z ~ q (s the site's scale, m its mask), the negative ELBO whose
+gradient is the reparameterization gradient (Kingma & Welling 2014). It gets
+there by recording two :class:`~pyro.poutine.Trace` graphs and post-processing
+them (shape checks, score-function parts, pruning), which on a small network
+costs as much Python time as the network's own forward pass.
+
+:class:`LeanTrace_ELBO` computes the same number from two handler passes that
+only accumulate the scaled, masked log densities: the guide is run once to
+draw and score its latents, the model once with those values substituted.
+Sampling happens in the same order as in ``Trace_ELBO``, so on the same random
+state both give the same loss and gradients. The first time it meets a
+model/guide pair it evaluates both on the same random state and keeps the lean
+path only if they agree; it also defers to ``Trace_ELBO`` (with all its
+checks) while Pyro's validation is enabled, with more than one particle, and
+for guides with non-reparameterized or enumerated sites.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from pyro.distributions.util import scale_and_mask
+from pyro.infer import Trace_ELBO
+from pyro.infer.util import is_validation_enabled
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
+from torch import Tensor
+
+
+class _NotReparameterized(Exception):
+    """The guide has a site the lean path cannot score."""
+
+
+class _Score(Messenger):
+    """Accumulates sum_sites scale * mask * log_prob; in replay mode the latent
+    sites take the values recorded by an earlier (guide) pass."""
+
+    def __init__(self, values: dict[str, Tensor] | None = None) -> None:
+        super().__init__()
+        self.replay = values is not None
+        self.values: dict[str, Tensor] = {} if values is None else values
+        self.total: Tensor | float = 0.0
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if isinstance(msg["fn"], _Subsample):  # a plate's index draw, not a density
+            return
+        if self.replay:
+            if not msg["is_observed"]:
+                msg["value"] = self.values[msg["name"]]
+                msg["done"] = True
+        elif msg["is_observed"] or not msg["fn"].has_rsample or msg["infer"].get("enumerate"):
+            raise _NotReparameterized(msg["name"])
+
+    def _pyro_post_sample(self, msg: dict) -> None:
+        if isinstance(msg["fn"], _Subsample):
+            return
+        if not self.replay:
+            self.values[msg["name"]] = msg["value"]
+        log_prob = msg["fn"].log_prob(msg["value"])
+        self.total = self.total + scale_and_mask(log_prob, msg["scale"], msg["mask"]).sum()
+
+
+def lean_elbo_loss(model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
+    """-ELBO at one reparameterized draw from the guide (see the module doc).
+
+    Raises:
+        KeyError: a model latent has no counterpart in the guide.
+        _NotReparameterized: a guide site is observed, enumerated or not
+            reparameterizable.
+    """
+    with _Score() as guide_pass:
+        guide(*args, **kwargs)
+    with _Score(guide_pass.values) as model_pass:
+        model(*args, **kwargs)
+    return torch.as_tensor(guide_pass.total - model_pass.total)
+
+
+class LeanTrace_ELBO(Trace_ELBO):
+    """:class:`~pyro.infer.Trace_ELBO` whose ``differentiable_loss`` takes the
+    lean path of :func:`lean_elbo_loss` where that is the same computation.
+
+    Args and other methods are Trace_ELBO's.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._agrees: dict[tuple[Callable, Callable], bool] = {}
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any,
+                            **kwargs: Any) -> Tensor:
+        if self.num_particles != 1 or is_validation_enabled() or not self._lean_ok(
+                model, guide, args, kwargs):
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        return lean_elbo_loss(model, guide, *args, **kwargs)
+
+    def _lean_ok(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> bool:
+        """Whether the lean path gives Trace_ELBO's loss on this pair: checked
+        once per pair, on one draw from a copy of the current random state."""
+        key = (model, guide)
+        if key not in self._agrees:
+            devices = [t.device for t in args if isinstance(t, Tensor) and t.is_cuda][:1]
+            with torch.no_grad():
+                with torch.random.fork_rng(devices=devices):
+                    reference = super().differentiable_loss(model, guide, *args, **kwargs)
+                with torch.random.fork_rng(devices=devices):
+                    try:
+                        lean = lean_elbo_loss(model, guide, *args, **kwargs)
+                    except (_NotReparameterized, KeyError):
+                        lean = None
+            self._agrees[key] = lean is not None and bool(
+                torch.allclose(lean, reference, rtol=1e-5, atol=1e-4))
+        return self._agrees[key]
