@@ -563,7 +563,8 @@ def plot_posterior_comparison(
     data-point coordinate both hold. Panels: a scatter of the two latent
     dimensions in ``latents`` (when two are given), then one histogram per
     latent dimension in ``latents``, guide and NUTS overlaid (NUTS is the
-    reference: the exact posterior up to Monte Carlo error).
+    reference: the exact posterior up to Monte Carlo error) Axes name the
+    dimensions by their ``latent`` coordinate (0-based, as ArviZ tables do).
     """
     guide = _posterior_draws(guide_data, var_name, datapoint, "guide_data")
     nuts = _posterior_draws(nuts_data, var_name, datapoint, "nuts_data")
@@ -582,15 +583,15 @@ def plot_posterior_comparison(
         for label, z in draws.items():
             ax.scatter(z[:, latents[0]], z[:, latents[1]], s=4, alpha=0.3, linewidths=0,
                        color=colours[label], label=label)
-        ax.set_xlabel(f"z{latents[0] + 1}")
-        ax.set_ylabel(f"z{latents[1] + 1}")
+        ax.set_xlabel(f"latent {latents[0]}")
+        ax.set_ylabel(f"latent {latents[1]}")
         ax.legend(loc="best", markerscale=3, fontsize=8)
     for ax, j in zip(axes, latents):
         bins = np.histogram_bin_edges(np.concatenate([guide[:, j], nuts[:, j]]), bins=40)
         for label, z in draws.items():
             ax.hist(z[:, j], bins=bins, density=True, histtype="step", linewidth=1.5,
                     color=colours[label], label=label)
-        ax.set_xlabel(f"z{j + 1}")
+        ax.set_xlabel(f"latent {j}")
         ax.set_ylabel("density")
     if not pair:
         axes[0].legend(loc="best", fontsize=8)

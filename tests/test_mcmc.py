@@ -97,6 +97,7 @@ def test_compare_posteriors_and_figure(ppca_nuts, tmp_path):
     assert (np.abs(table.mean_shift.values) < tol).all()
     fig = plots.plot_posterior_comparison(guide, nuts, DATAPOINTS[1], path=tmp_path / "q.png")
     assert isinstance(fig, Figure) and len(fig.axes) == 3 and (tmp_path / "q.png").is_file()
+    assert [ax.get_xlabel() for ax in fig.axes] == ["latent 0", "latent 0", "latent 1"]
     with pytest.raises(ValueError, match="no data point 0"):
         plots.plot_posterior_comparison(guide, nuts, 0)
     with pytest.raises(ValueError, match="latents"):
