@@ -430,14 +430,16 @@ def plot_log_likelihood(
     ax_k.set_ylabel("log p(x) estimate (nats per data point)")
     ax_k.grid(True, alpha=0.3)
     ax_k.legend(loc="lower right")
-    values = _to_numpy(khat).astype(float).ravel()
-    values = values[np.isfinite(values)]
-    if values.size:
-        ax_h.hist(values, bins=min(40, max(5, values.size // 5)), color="tab:blue", alpha=0.8)
+    known = _to_numpy(khat).astype(float).ravel()
+    known = known[~np.isnan(known)]  # -inf: constant weights, counted as reliable
+    values = known[np.isfinite(known)]
+    if known.size:
+        if values.size:
+            ax_h.hist(values, bins=min(40, max(5, values.size // 5)), color="tab:blue", alpha=0.8)
         for threshold, color in ((0.5, "tab:orange"), (0.7, "tab:red")):
             ax_h.axvline(threshold, color=color, linestyle="--", label=f"k = {threshold}")
         ax_h.legend(loc="upper right")
-        share = 100 * float(np.mean(values > 0.7))
+        share = 100 * float(np.mean(known > 0.7))
         ax_h.set_title(f"{share:.1f}% of data points with k-hat > 0.7", fontsize=10)
     else:
         ax_h.text(0.5, 0.5, "k-hat needs K >= 10", ha="center", va="center",

@@ -1,3 +1,5 @@
+import dataclasses
+import json
 import math
 
 import numpy as np
@@ -65,6 +67,29 @@ def test_khat_flags_a_too_narrow_guide(ppca):
     r = log_likelihood(model.model, model.guide, x, num_samples=1000)
     assert r.frac_khat_above > 0.5
     assert float(r.ess.mean()) < 100  # of K = 1000
+
+
+def test_constant_weights_have_a_bounded_tail_not_a_failed_fit():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(0.0, 1.0), obs=x)
+
+    def guide(x):  # q(z | x) = p(z | x) = p(z): every weight equals p(x)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    x = torch.randn(4)
+    r = log_likelihood(model, guide, x, num_samples=100)
+    assert torch.allclose(r.per_datapoint.float(), dist.Normal(0.0, 1.0).log_prob(x))
+    # equal up to float rounding: a bounded tail (k <= 0), never ArviZ's inf
+    assert (r.khat <= 0).all() and r.frac_khat_above == 0.0
+    acc = WeightAccumulator(3, 50)
+    acc.add(torch.full((50, 3), -7.25))  # exactly equal weights
+    assert torch.isneginf(acc.khat()).all()
+    r = dataclasses.replace(r, khat=acc.khat()[:1].expand(4))  # as if all were constant
+    assert r.to_dict()["khat_max"] is None and r.to_dict()["frac_khat_above_0.7"] == 0.0
+    json.dumps(r.to_dict(), allow_nan=False)
 
 
 def test_result_does_not_depend_on_chunk_sizes(ppca):

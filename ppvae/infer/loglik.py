@@ -18,6 +18,9 @@ Diagnostics per data point:
 The draws are processed in chunks of data points and of particles, so memory
 does not grow with K: per data point only running sums and the largest
 ceil(min(K/5, 3 sqrt(K))) + 1 log weights (all that k-hat depends on) are kept.
+Each data chunk draws from its own random stream, seeded by (seed, chunk
+index), so with ``distributed=True`` the processes of a ``torch.distributed``
+group can share the chunks and still return exactly the single-process values.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 import numpy as np
 import pyro
 import torch
+import torch.distributed as dist
 from pyro.infer.util import is_validation_enabled
 from torch import Tensor
 
@@ -50,7 +54,9 @@ class LogLikelihood:
             mean log weight (with an enumerated site such as M2's y summed out
             inside each weight, which makes it at least the usual M2 ELBO).
         ess: effective sample size of each point's weights, in [1, K].
-        khat: Pareto k-hat of each point's weights (NaN if K < 10).
+        khat: Pareto k-hat of each point's weights (NaN if K < 10; -inf where
+            a point's largest weights are all equal, a bounded tail: constant
+            weights make the estimate exact, where ArviZ's fit would say inf).
         num_samples: K, the importance samples per data point.
         by_num_samples: {k: per-datapoint estimates from the first k draws}
             for k = 1, 10, 100, ... below K: how the estimate grows with k,
@@ -99,7 +105,7 @@ class LogLikelihood:
         """The summary written to ``loglik.json``."""
         return {"mean": self.mean, "stderr": self.stderr, "elbo": self.elbo_mean,
                 "num_samples": self.num_samples, "num_datapoints": len(self.per_datapoint),
-                "khat_max": None if math.isnan(self.khat_max) else self.khat_max,
+                "khat_max": self.khat_max if math.isfinite(self.khat_max) else None,
                 "frac_khat_above_0.7": self.frac_khat_above,
                 "ess_mean": float(self.ess.mean()),
                 "by_num_samples": {str(k): v[0] for k, v in self.curve().items()}}
@@ -184,7 +190,8 @@ class WeightAccumulator:
                 warnings.simplefilter("ignore")
                 _, khat = az.psislw(padded, reff=1.0)
             out.append(torch.as_tensor(np.asarray(khat), dtype=torch.float64).reshape(-1))
-        return torch.cat(out)
+        khat = torch.cat(out)
+        return khat.masked_fill(self.top[:, 0] == self.top[:, -1], -math.inf)
 
     def result(self) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[int, Tensor]]:
         """(log-mean-exp, mean log weight, ESS, k-hat, partial estimates) per data point."""
@@ -211,6 +218,7 @@ def log_likelihood(
     data_plate: str = "data",
     seed: int | None = 0,
     progress: bool = False,
+    distributed: bool = False,
     **kwargs: Any,
 ) -> LogLikelihood:
     """Importance-weighted estimate of log p(x_i) for every data point.
@@ -231,9 +239,18 @@ def log_likelihood(
             keeps a pass's tensors in cache (benchmarks/eval_speed.py). The
             estimate does not depend on them beyond Monte Carlo noise.
         data_plate: name of the plate over data points.
-        seed: seeds the draws (the global random state is restored afterwards);
-            None uses the current random state.
+        seed: seeds the draws, chunk by chunk from (seed, chunk index); the
+            global random state is restored afterwards. None draws from the
+            current random state.
         progress: show a progress bar over data chunks.
+        distributed: share the data chunks among the processes of the default
+            ``torch.distributed`` process group (e.g. set up by Lightning
+            Fabric or torchrun), every one of which must call this with the
+            same arguments; each evaluates every W-th chunk and all return the
+            whole result, in data order. With a seed it equals the
+            single-process result exactly (up to floating-point differences
+            between devices); with ``seed=None`` each process uses its own
+            random state.
         **kwargs: passed to model and guide.
 
     Scale factors in the traces (``poutine.scale``, a beta-VAE's beta) are
@@ -243,6 +260,9 @@ def log_likelihood(
         raise ValueError("the first positional argument must be the data tensor")
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    if distributed and not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("distributed=True needs an initialized torch.distributed process group")
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     n = args[0].shape[0]
     if n == 0:
         raise ValueError("no data points to evaluate")
@@ -254,13 +274,16 @@ def log_likelihood(
         first_args, first_kwargs = _split_args(args, kwargs, n, 0, data_chunk)
         nesting = max_plate_nesting(model, guide, *first_args, **first_kwargs)
         validate = is_validation_enabled()
-        results = []
-        starts = range(0, n, data_chunk)
-        if progress:
+        results = {}
+        chunks = range(rank, math.ceil(n / data_chunk), world_size)
+        if progress and rank == 0:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc=f"log p(x), K={num_samples}", unit="chunk")
-        for start in starts:
+            chunks = tqdm(chunks, desc=f"log p(x), K={num_samples}", unit="chunk")
+        for chunk in chunks:
+            if seed is not None:
+                torch.manual_seed(hash((seed, chunk)) & (2**63 - 1))
+            start = chunk * data_chunk
             chunk_args, chunk_kwargs = _split_args(args, kwargs, n, start, start + data_chunk)
             acc = WeightAccumulator(min(data_chunk, n - start), num_samples)
             while acc.seen < num_samples:
@@ -272,7 +295,12 @@ def log_likelihood(
                         num_particles=acc.next_chunk(particle_chunk),
                         plate_nesting=nesting, data_plate=data_plate,
                     ))
-            results.append(acc.result())
+            results[chunk] = acc.result()
+    if distributed:
+        gathered: list[dict | None] = [None] * world_size
+        dist.all_gather_object(gathered, results)
+        results = {k: v for part in gathered for k, v in part.items()}
+    results = [results[k] for k in sorted(results)]
     per_datapoint, elbo, ess, khat = (torch.cat(parts) for parts in list(zip(*results))[:4])
     partial = {k: torch.cat([r[4][k] for r in results]) for k in results[0][4]}
     return LogLikelihood(per_datapoint, elbo, ess, khat, num_samples, partial)
