@@ -58,10 +58,10 @@ import pyro
 import torch
 
 from ppvae.data import QUADRANT_COUNTS, Dataset, load_dataset
+from ppvae.experiments.records import read_records, unique
 from ppvae.io import atomic_write, load, save
 from ppvae.models import CVAE, CompletionBaseline
 from ppvae.models.cvae import ConditionalModel
-from ppvae.experiments.ssl import _unique
 from ppvae.plots import image_rows
 from ppvae.train import fit
 
@@ -147,8 +147,8 @@ def run_cvae(
             of other settings; all before any training.
     """
     settings = CVAESettings(**hyper)
-    quadrants = _unique([int(q) for q in quadrants], "quadrants")
-    methods = _unique(methods, "methods")
+    quadrants = unique([int(q) for q in quadrants], "quadrants")
+    methods = unique(methods, "methods")
     bad = [q for q in quadrants if q not in QUADRANT_COUNTS] + [
         m for m in methods if m not in METHODS]
     if bad:
@@ -157,7 +157,7 @@ def run_cvae(
     data = load_dataset(dataset, data_root, binarize="dynamic")
     out_dir = Path(out_dir)
     config = json.loads(json.dumps({"dataset": data.name, **asdict(settings)}))
-    records = _read_records(out_dir / RESULTS_JSON, config)
+    records = read_records(out_dir / RESULTS_JSON, config, "cvae")
     _write_results(out_dir, config, records)
     runner = _Runner(data, settings, out_dir, progress)
     done = {(r["quadrants"], r["method"]) for r in records}
@@ -268,25 +268,6 @@ class _Runner:
             image_rows(rows, self.data.image_shape, path=self.out_dir / f"completions_q{q}.png",
                        title=f"{self.data.name}: {q} given quadrant{'s' * (q > 1)}; grey = "
                              "hidden; CVAE rows: E[x | z, c], z ~ p(z | c)")
-
-
-def _read_records(path: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
-    """The records of an earlier run in ``path`` (none if it does not exist),
-    refusing results of another data set or other settings."""
-    if not path.is_file():
-        return []
-    try:
-        results = json.loads(path.read_text())
-        stored, records = results["config"], results["records"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a ppvae cvae results file ({e!r})") from None
-    differ = sorted(k for k in config.keys() | stored.keys() if config.get(k) != stored.get(k))
-    if differ:
-        was = ", ".join(f"{k}={stored.get(k)!r}" for k in differ)
-        now = ", ".join(f"{k}={config.get(k)!r}" for k in differ)
-        raise ValueError(f"{path} holds results for other settings ({was}; now {now}): "
-                         "use another out_dir (--out)")
-    return records
 
 
 def _write_results(out_dir: Path, config: dict[str, Any], records: list[dict[str, Any]]) -> None:

@@ -57,7 +57,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,7 @@ import torch
 from torch import Tensor
 
 from ppvae.data import Dataset, Split, binarize, label_split, load_dataset
+from ppvae.experiments.records import read_records, unique
 from ppvae.io import atomic_write, load, save
 from ppvae.models import SSVAE, VAE
 from ppvae.nn import make_encoder
@@ -167,9 +168,9 @@ def run_ssl(
             holding results of other settings; all before any training.
     """
     settings = SSLSettings(epochs=epochs, **hyper)
-    labels = _unique([int(n) for n in labels], "labels")
-    seeds = _unique([int(s) for s in seeds], "seeds")
-    methods = _unique(methods, "methods")
+    labels = unique([int(n) for n in labels], "labels")
+    seeds = unique([int(s) for s in seeds], "seeds")
+    methods = unique(methods, "methods")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
@@ -178,7 +179,7 @@ def run_ssl(
         label_split(data.train, n, data.num_classes)  # a bad count fails before any training
     out_dir = Path(out_dir)
     config = json.loads(json.dumps({"dataset": data.name, **asdict(settings)}))
-    records = _read_records(out_dir / RESULTS_JSON, config)
+    records = read_records(out_dir / RESULTS_JSON, config, "ssl")
     _write_results(out_dir, config, records)
     runner = _Runner(data, settings, out_dir, progress, accelerator)
     done = {(r["method"], r["labels"], r["seed"]) for r in records}
@@ -314,33 +315,6 @@ class _Runner:
 def _error(predicted: Tensor, y: Tensor) -> float:
     """Fraction of wrong predictions."""
     return (predicted != y).float().mean().item()
-
-
-def _unique(values: Sequence[Hashable], name: str) -> list:
-    """``values`` without repeats, in order; at least one."""
-    unique = list(dict.fromkeys(values))
-    if not unique:
-        raise ValueError(f"{name} must not be empty")
-    return unique
-
-
-def _read_records(path: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
-    """The records of an earlier run in ``path`` (none if it does not exist),
-    refusing results of another data set or other settings."""
-    if not path.is_file():
-        return []
-    try:
-        results = json.loads(path.read_text())
-        stored, records = results["config"], results["records"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a ppvae ssl results file ({e!r})") from None
-    differ = sorted(k for k in config.keys() | stored.keys() if config.get(k) != stored.get(k))
-    if differ:
-        was = ", ".join(f"{k}={stored.get(k)!r}" for k in differ)
-        now = ", ".join(f"{k}={config.get(k)!r}" for k in differ)
-        raise ValueError(f"{path} holds results for other settings ({was}; now {now}): "
-                         "use another out_dir (--out)")
-    return records
 
 
 def _write_results(out_dir: Path, config: dict[str, Any], records: list[dict[str, Any]]) -> None:
