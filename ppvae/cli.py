@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "accelerator": "cpu",
     "devices": 1,
+    "num_nodes": 1,
 }
 MODEL_NAMES = ("vae", "cvae")
 CONDITION_NAMES = ("label", "quadrants")
@@ -255,6 +256,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import ppvae
     from ppvae.infer import evaluate_elbo
     from ppvae.plots import plot_elbo_curves
+    from ppvae.train.distributed import is_main_process
 
     if args.resume:
         open_run_for_resume(args.resume)
@@ -263,18 +265,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     pyro.set_rng_seed(config["seed"])
     model = make_model(config, data)  # and a bad model configuration
     run_dir = Path(args.resume or args.out or new_run_dir(config))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", config)
-    print(f"ppvae {__version__}: training a {config['model'].upper()} on {data.name} "
-          f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test) -> {run_dir}",
-          file=sys.stderr)
+    # under data parallelism every process runs this command; only the main
+    # one writes (the others never touch their run_dir: Lightning writes
+    # checkpoints and logs from the main process only)
+    if is_main_process():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", config)
+        print(f"ppvae {__version__}: training a {config['model'].upper()} on {data.name} "
+              f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test) "
+              f"-> {run_dir}", file=sys.stderr)
     history = ppvae.fit(
         model, data, epochs=config["epochs"], batch_size=config["batch_size"], lr=config["lr"],
         objective=config["objective"], num_particles=config["num_particles"], dreg=config["dreg"],
         kl_warmup_epochs=config["kl_warmup"], patience=config["patience"], seed=config["seed"],
         out_dir=run_dir, resume=bool(args.resume), progress=not args.no_progress,
         accelerator=config["accelerator"], devices=config["devices"],
+        num_nodes=config["num_nodes"],
     )
+    if history.rank != 0:
+        return 0
     ppvae.save(model, run_dir / "model")
     pyro.set_rng_seed(config["seed"])
     test_args = model_args(model, data.test, "test data")
@@ -313,19 +322,29 @@ def _load_run(args: argparse.Namespace):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ppvae.infer import evaluate_elbo, log_likelihood
     from ppvae.plots import plot_log_likelihood
+    from ppvae.train.distributed import launch_processes
 
-    run_dir, config, model = _load_run(args)
     if args.num_samples < 1:
         raise CLIError(f"--num-samples must be at least 1, got {args.num_samples}")
+    open_run(args.run_dir)  # a bad run directory fails before any process starts
+    fabric = None
+    if args.devices * args.num_nodes > 1:  # every process runs the rest of this command
+        fabric = launch_processes(args.accelerator, args.devices, args.num_nodes)
+    run_dir, config, model = _load_run(args)
+    if fabric is not None:
+        model = model.to(fabric.device)
     split = getattr(dataset_for(config), args.split)
     data_args = model_args(model, split, f"{args.split} data", args.max_points)
     start = time.perf_counter()
     result = log_likelihood(model.model, model.guide, *data_args, num_samples=args.num_samples,
-                            seed=args.seed, progress=not args.no_progress)
+                            seed=args.seed, progress=not args.no_progress,
+                            distributed=fabric is not None)
     seconds = time.perf_counter() - start
+    if fabric is not None and not fabric.is_global_zero:
+        return 0
     elbo = evaluate_elbo(model.model, model.guide, *data_args, num_particles=10)
     record = {**result.to_dict(), "split": args.split, "seconds": seconds,
-              "elbo_10_particles": elbo}
+              "elbo_10_particles": elbo, "processes": args.devices * args.num_nodes}
     write_json(run_dir / "loglik.json", record)
     plot_log_likelihood(result.curve(), result.khat, elbo=result.elbo_mean,
                         path=run_dir / "loglik.png",
@@ -469,7 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"early-stopping patience in epochs ({d['patience']})")
     g.add_argument("--seed", type=int, help=f"random seed ({d['seed']})")
     g.add_argument("--accelerator", help="Lightning accelerator: cpu, gpu, auto (cpu)")
-    g.add_argument("--devices", type=int, help="number of devices (1)")
+    g.add_argument("--devices", type=int,
+                   help="devices (processes) per machine; more than one trains data-parallel "
+                        "with DDP, --batch-size being the global batch (1)")
+    g.add_argument("--num-nodes", type=int,
+                   help="machines, each running --devices processes (see README) (1)")
     g = train.add_argument_group("run")
     g.add_argument("--config", help="JSON, YAML or TOML file of options (keys as flags)")
     g.add_argument("--out", help="run directory (default: a new folder under runs/)")
@@ -492,6 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-points", type=int, default=None, help="evaluate the first N only")
     ev.add_argument("--seed", type=int, default=0, help="random seed of the draws")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument("--accelerator", default="cpu", help="Lightning accelerator: cpu, gpu, auto")
+    ev.add_argument("--devices", type=int, default=1,
+                    help="devices (processes) per machine sharing the data points; the result "
+                         "is the same as with one")
+    ev.add_argument("--num-nodes", type=int, default=1, help="machines (see README)")
     ev.set_defaults(func=cmd_evaluate)
 
     for name, func, helptext in [
@@ -597,13 +625,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _process_label() -> str:
+    """Which process this is, in a run on several processes ("" in a single one)."""
+    if "torch.distributed" not in sys.modules:
+        return ""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return ""
+    return f" in process {dist.get_rank()} of {dist.get_world_size()}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ppvae`` console script."""
     args = build_parser().parse_args(argv)
     try:
+        return _run(args)
+    except Exception as e:
+        if _process_label():  # which process failed, above its traceback
+            print(f"ppvae: error{_process_label()}: {type(e).__name__}: {e}; the other "
+                  "processes stop with it", file=sys.stderr)
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run a subcommand; user errors become one line and an exit status."""
+    try:
         return args.func(args)
     except ValueError as e:  # CLIError, DataError, ModelFileError, bad data
-        print(f"ppvae: error: {e}", file=sys.stderr)
+        print(f"ppvae: error{_process_label()}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ppvae: interrupted; `ppvae train --resume RUN_DIR` continues a training run",

@@ -126,14 +126,16 @@ def test_conditional_iw_estimate_is_below_the_exact_value_and_converges_to_it():
     exact = dist.MultivariateNormal(means[y], covs[y]).log_prob(x).double()
     result = log_likelihood(m.model, m.guide, x, c, num_samples=3000)
     curve = result.by_num_samples | {3000: result.per_datapoint}
-    gaps = []
+    gaps, stderrs = [], []
     for k, estimate in sorted(curve.items()):
         d = estimate - exact
         gaps.append(float(d.mean()))
-        assert float(d.mean()) <= 3 * float(d.std()) / math.sqrt(len(d)), k  # a lower bound
+        stderrs.append(float(d.std()) / math.sqrt(len(d)))
+        assert gaps[-1] <= 3 * stderrs[-1], k  # a lower bound
     assert gaps[0] < -1  # K = 1, the ELBO, is loose with a diagonal, inflated guide
     assert gaps[0] < gaps[1] < gaps[2] < gaps[3]  # K = 1, 10, 100, 1000: tighter with K
-    assert abs(gaps[-1]) < 0.005  # and at K = 3000 equal to the exact value within MC error
+    # and at K = 3000 equal to the exact value within Monte Carlo error (here ~0.002)
+    assert abs(gaps[-1]) < 4 * stderrs[-1]
     assert m.log_likelihood(x, y, num_samples=10).mean == pytest.approx(
         log_likelihood(m.model, m.guide, x, c, num_samples=10).mean)
 

@@ -7,6 +7,14 @@ with optional dynamic binarization (each pixel re-drawn as Bernoulli(x) every
 epoch; Salakhutdinov & Murray 2008, as used for MNIST by Burda et al. 2016).
 Because the randomness depends only on the seed and the epoch, a run resumed
 from a checkpoint sees exactly the batches an uninterrupted run would.
+
+Data parallelism: with ``shard`` returning ``(rank, world_size)``, every
+process draws the same permutation and binarization of the epoch, forms the
+same global batches as a single process would, and keeps its own contiguous
+slice of each (slices differ in size by at most one point). The data of a step,
+summed over the processes, is then exactly the single-process batch. An epoch's
+last batch with fewer points than processes is merged into the batch before it,
+so that no process is left without data in a step.
 """
 
 from __future__ import annotations
@@ -17,9 +25,37 @@ import torch
 from torch import Tensor
 
 
-def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
-    """A 63-bit seed for ``(seed, epoch, stream)``."""
-    return hash((seed, epoch, stream)) & (2**63 - 1)
+Shard = Callable[[], tuple[int, int]]
+
+
+def single_process() -> tuple[int, int]:
+    """The ``shard`` of a run in one process: rank 0 of 1."""
+    return 0, 1
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0, rank: int = 0) -> int:
+    """A 63-bit seed for ``(seed, epoch, stream)``, distinct for each process
+    ``rank`` > 0 (rank 0 gets the single-process seed)."""
+    key = (seed, epoch, stream) if rank == 0 else (seed, epoch, stream, rank)
+    return hash(key) & (2**63 - 1)
+
+
+def global_batch_starts(n: int, batch_size: int, world_size: int) -> list[int]:
+    """Where each global batch of an epoch of ``n`` points starts; a last batch
+    with fewer points than processes is merged into the one before it."""
+    if n < world_size:
+        raise ValueError(f"{n} data points cannot be shared among {world_size} processes")
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] < world_size:
+        starts.pop()
+    return starts
+
+
+def take_shard(batch: tuple[Tensor, ...], rank: int, world_size: int) -> tuple[Tensor, ...]:
+    """Process ``rank``'s contiguous slice of every tensor of a global batch."""
+    if world_size == 1:
+        return batch
+    return tuple(t.tensor_split(world_size)[rank] for t in batch)
 
 
 class EpochBatches:
@@ -32,6 +68,9 @@ class EpochBatches:
         dynamic_binarization: replace x by Bernoulli(x) draws each epoch.
         seed: base seed of the shuffling and binarization streams.
         epoch: a callable returning the current epoch (e.g. the trainer's).
+        shard: a callable returning ``(rank, world_size)`` of this process
+            (e.g. the trainer's) under data parallelism; each batch is then
+            this process's slice of the global batch of ``batch_size`` points.
     """
 
     def __init__(
@@ -42,6 +81,7 @@ class EpochBatches:
         dynamic_binarization: bool = False,
         seed: int = 0,
         epoch: Callable[[], int] = lambda: 0,
+        shard: Shard = single_process,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -51,12 +91,15 @@ class EpochBatches:
         self.dynamic_binarization = dynamic_binarization
         self.seed = seed
         self.epoch = epoch
+        self.shard = shard
 
     def __len__(self) -> int:
-        return -(-len(self.tensors[0]) // self.batch_size)
+        return len(global_batch_starts(len(self.tensors[0]), self.batch_size, self.shard()[1]))
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         n = len(self.tensors[0])
+        rank, world_size = self.shard()
+        starts = global_batch_starts(n, self.batch_size, world_size)
         epoch = self.epoch()
         order = None
         if self.shuffle:
@@ -65,15 +108,15 @@ class EpochBatches:
         if self.dynamic_binarization:
             bin_gen = torch.Generator(device=self.tensors[0].device)
             bin_gen.manual_seed(epoch_seed(self.seed, epoch, 1))
-        for start in range(0, n, self.batch_size):
+        for start, stop in zip(starts, starts[1:] + [n]):
             if order is None:
-                batch = tuple(t[start : start + self.batch_size] for t in self.tensors)
+                batch = tuple(t[start:stop] for t in self.tensors)
             else:
-                idx = order[start : start + self.batch_size]
+                idx = order[start:stop]
                 batch = tuple(t[idx] for t in self.tensors)
-            if self.dynamic_binarization:
+            if self.dynamic_binarization:  # on the global batch: the single-process draws
                 batch = (torch.bernoulli(batch[0], generator=bin_gen), *batch[1:])
-            yield batch
+            yield take_shard(batch, rank, world_size)
 
 
 class MixedBatches:
@@ -87,7 +130,11 @@ class MixedBatches:
         unlabelled: ``x_u``.
         batch_size: unlabelled points per batch.
         labelled_per_batch: labelled points per batch.
-        dynamic_binarization, seed, epoch: as for :class:`EpochBatches`.
+        dynamic_binarization, seed, epoch, shard: as for :class:`EpochBatches`;
+            under data parallelism the labelled and the unlabelled points of
+            each global batch are both split among the processes (a process
+            may get no labelled point in a step if ``labelled_per_batch`` is
+            smaller than the number of processes).
     """
 
     def __init__(
@@ -100,17 +147,19 @@ class MixedBatches:
         dynamic_binarization: bool = False,
         seed: int = 0,
         epoch: Callable[[], int] = lambda: 0,
+        shard: Shard = single_process,
     ) -> None:
         if labelled_per_batch < 1:
             raise ValueError(f"labelled_per_batch must be at least 1, got {labelled_per_batch}")
         self.unlabelled = EpochBatches(unlabelled, batch_size=batch_size, shuffle=True,
                                        dynamic_binarization=dynamic_binarization, seed=seed,
-                                       epoch=epoch)
+                                       epoch=epoch, shard=shard)
         self.labelled = labelled
         self.labelled_per_batch = labelled_per_batch
         self.dynamic_binarization = dynamic_binarization
         self.seed = seed
         self.epoch = epoch
+        self.shard = shard
 
     def __len__(self) -> int:
         return len(self.unlabelled)
@@ -126,9 +175,10 @@ class MixedBatches:
         indices = self._labelled_indices(epoch)
         gen = torch.Generator(device=self.labelled[0].device)
         gen.manual_seed(epoch_seed(self.seed, epoch, 4))
+        rank, world_size = self.shard()
         for (x_u,) in self.unlabelled:
             idx = torch.cat([next(indices) for _ in range(self.labelled_per_batch)])
             x_l, y_l = self.labelled[0][idx], self.labelled[1][idx]
             if self.dynamic_binarization:
                 x_l = torch.bernoulli(x_l, generator=gen)
-            yield x_l, y_l, x_u
+            yield (*take_shard((x_l, y_l), rank, world_size), x_u)

@@ -21,7 +21,8 @@ from torch import Tensor
 
 from ppvae.data import Dataset, LabelSplit, label_split
 from ppvae.models import LatentVariableModel
-from ppvae.train.batches import EpochBatches, MixedBatches
+from ppvae.train.batches import EpochBatches, MixedBatches, Shard
+from ppvae.train.distributed import AtomicCheckpointIO, ddp_strategy
 from ppvae.train.history import History, HistoryCallback
 from ppvae.train.module import SVIModule, TrainingDiverged
 
@@ -48,20 +49,25 @@ def _split_data(
 
 def _batches(model: LatentVariableModel, data: TrainData, labels: LabelSplit | int | None,
              *, batch_size: int, labelled_per_batch: int | None, val_batch_size: int,
-             seed: int, epoch: Callable[[], int]) -> tuple[Iterable, Iterable | None]:
-    """Validated training and validation batches for ``model``."""
+             seed: int, epoch: Callable[[], int], shard: Shard
+             ) -> tuple[Iterable, Iterable | None]:
+    """Validated training and validation batches for ``model`` (this
+    process's slices of them under data parallelism)."""
     if getattr(model, "conditional", False):
         if labels is not None:
             raise ValueError(f"labels= is for semi-supervised models, not {type(model).__name__}")
         return _conditional_batches(model, data, batch_size=batch_size,
-                                    val_batch_size=val_batch_size, seed=seed, epoch=epoch)
+                                    val_batch_size=val_batch_size, seed=seed, epoch=epoch,
+                                    shard=shard)
     if not getattr(model, "semi_supervised", False):
         if labels is not None:
             raise ValueError(f"labels= is for semi-supervised models, not {type(model).__name__}")
         train_x, val_x, dynamic = _split_data(model, data)
         train = EpochBatches(train_x, batch_size=batch_size, shuffle=True,
-                             dynamic_binarization=dynamic, seed=seed, epoch=epoch)
-        return train, EpochBatches(val_x, batch_size=val_batch_size) if val_x is not None else None
+                             dynamic_binarization=dynamic, seed=seed, epoch=epoch, shard=shard)
+        if val_x is None:
+            return train, None
+        return train, EpochBatches(val_x, batch_size=val_batch_size, shard=shard)
     if not isinstance(data, Dataset) or labels is None:
         raise ValueError(f"{type(model).__name__} trains on a Dataset with labels=N (the number "
                          "of labelled training points) or labels=label_split(...)")
@@ -74,12 +80,12 @@ def _batches(model: LatentVariableModel, data: TrainData, labels: LabelSplit | i
     x_u = model.prepare(labels.unlabelled.x, name="unlabelled data", support=support)
     train = MixedBatches((x_l, y_l), x_u, batch_size=batch_size,
                          labelled_per_batch=labelled_per_batch or max(1, batch_size // 10),
-                         dynamic_binarization=dynamic, seed=seed, epoch=epoch)
+                         dynamic_binarization=dynamic, seed=seed, epoch=epoch, shard=shard)
     if not len(data.val):
         return train, None
     val_x = model.prepare(data.val.x, name="validation data")
     val_y = model.prepare_labels(data.val.y, len(val_x), name="validation labels")
-    return train, EpochBatches(val_x, val_y, batch_size=val_batch_size)
+    return train, EpochBatches(val_x, val_y, batch_size=val_batch_size, shard=shard)
 
 
 class _Conditioned:
@@ -97,7 +103,7 @@ class _Conditioned:
 
 
 def _conditional_batches(model: LatentVariableModel, data: TrainData, *, batch_size: int,
-                         val_batch_size: int, seed: int, epoch: Callable[[], int]
+                         val_batch_size: int, seed: int, epoch: Callable[[], int], shard: Shard
                          ) -> tuple[Iterable, Iterable | None]:
     """Batches ``(x, c)`` of a conditional model (``model.conditional``) from a
     Dataset: c is made from each batch after dynamic binarization, so a
@@ -110,11 +116,11 @@ def _conditional_batches(model: LatentVariableModel, data: TrainData, *, batch_s
     train_y = data.train.y.to(train_x.device)
     model.condition_from(train_x, train_y)  # bad labels fail here, before training
     train = EpochBatches(train_x, train_y, batch_size=batch_size, shuffle=True,
-                         dynamic_binarization=dynamic, seed=seed, epoch=epoch)
+                         dynamic_binarization=dynamic, seed=seed, epoch=epoch, shard=shard)
     if not len(data.val):
         return _Conditioned(model, train), None
     val_x = model.prepare(data.val.x, name="validation data")
-    val = EpochBatches(val_x, data.val.y.to(val_x.device), batch_size=val_batch_size)
+    val = EpochBatches(val_x, data.val.y.to(val_x.device), batch_size=val_batch_size, shard=shard)
     return _Conditioned(model, train), _Conditioned(model, val)
 
 
@@ -162,6 +168,7 @@ def fit(
     progress: bool = True,
     accelerator: str = "cpu",
     devices: int | str = 1,
+    num_nodes: int = 1,
     val_batch_size: int = 1024,
 ) -> History:
     """Train ``model`` by stochastic variational inference and return its history.
@@ -179,7 +186,10 @@ def fit(
             ``(x, c)`` with c = ``model.condition_from(x, y)``.
         epochs: maximum number of epochs.
         max_minutes: stop after this much training time (None: no limit).
-        batch_size: data points per step.
+        batch_size: data points per step, over all processes together: under
+            data parallelism each of the W processes takes about
+            batch_size / W of them, so a run gives the same steps (up to the
+            Monte Carlo draws of z) on any number of processes.
         lr: Adam learning rate.
         objective: ``"elbo"`` (Monte Carlo KL), ``"elbo-analytic"`` (closed-form
             KL) or ``"iwae"`` (the per-datapoint importance-weighted bound of
@@ -207,12 +217,18 @@ def fit(
             validation ELBO.
         progress: show a progress bar.
         accelerator, devices: passed to :class:`lightning.Trainer`.
-        val_batch_size: batch size for the validation ELBO.
+        num_nodes: machines; with ``devices * num_nodes > 1`` training is
+            data-parallel (Lightning's DDP; see :mod:`ppvae.train.distributed`
+            for how the processes start). Every process returns the same
+            history; ``history.rank`` tells the main process (0), which alone
+            writes checkpoints and logs.
+        val_batch_size: batch size for the validation ELBO (over all processes).
 
     Raises:
         ValueError: bad data (shape, NaN/inf, outside the likelihood's support).
         TrainingDiverged: the loss became NaN/inf (the last epoch's checkpoint,
             if any, is intact).
+        RuntimeError: data-parallel training asked for from an interactive session.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -223,7 +239,8 @@ def fit(
     trainer: L.Trainer | None = None
     train_batches, val_batches = _batches(
         model, data, labels, batch_size=batch_size, labelled_per_batch=labelled_per_batch,
-        val_batch_size=val_batch_size, seed=seed, epoch=lambda: trainer.current_epoch)
+        val_batch_size=val_batch_size, seed=seed, epoch=lambda: trainer.current_epoch,
+        shard=lambda: (trainer.global_rank, trainer.world_size))
     L.seed_everything(seed, verbose=False)
     module = SVIModule(model, objective=objective, num_particles=num_particles, dreg=dreg,
                        alpha=alpha, lr=lr, kl_warmup_epochs=kl_warmup_epochs, seed=seed)
@@ -233,10 +250,12 @@ def fit(
     callbacks: list[L.Callback] = [history_cb] + ([early] if use_early else [])
     out_dir = Path(out_dir) if out_dir is not None else None
     loggers = _writers(out_dir, callbacks) if out_dir is not None else []
+    parallel = devices != 1 or num_nodes != 1
     with _quiet_lightning():
-        trainer = L.Trainer(  # the batches read its epoch through the closure above
+        trainer = L.Trainer(  # the batches read its epoch and rank through the closures above
             max_epochs=epochs, max_time=None if max_minutes is None else timedelta(minutes=max_minutes),
-            accelerator=accelerator, devices=devices,
+            accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+            strategy=ddp_strategy() if parallel else "auto", plugins=[AtomicCheckpointIO()],
             callbacks=callbacks, logger=loggers or False,
             enable_checkpointing=out_dir is not None, enable_progress_bar=progress,
             enable_model_summary=False, num_sanity_val_steps=0,
@@ -250,6 +269,7 @@ def fit(
     history.seconds += time.perf_counter() - start
     history.stopped_early = use_early and early.stopped_epoch > 0
     history.checkpoint_dir = str(out_dir / "checkpoints") if out_dir is not None else None
+    history.rank, history.world_size = trainer.global_rank, trainer.world_size
     if restore_best and history_cb.best_state is not None:
         model.load_state_dict(history_cb.best_state)
     return history

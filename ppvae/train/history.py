@@ -24,6 +24,9 @@ class History:
         stopped_early: whether early stopping ended the run.
         seconds: wall time of the training call.
         checkpoint_dir: where checkpoints were written, if anywhere.
+        world_size: processes that trained together (data parallelism).
+        rank: this process's global rank among them (0: the main process,
+            which writes results); not part of :meth:`as_dict`.
     """
 
     train_elbo: list[float] = field(default_factory=list)
@@ -33,13 +36,17 @@ class History:
     stopped_early: bool = False
     seconds: float = 0.0
     checkpoint_dir: str | None = None
+    world_size: int = 1
+    rank: int = 0
 
     @property
     def epochs(self) -> int:
         return len(self.train_elbo)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        del record["rank"]
+        return record
 
 
 class HistoryCallback(L.Callback):

@@ -10,6 +10,18 @@ Logged metrics, per data point in nats:
   beta times the warm-up factor (equal to the ELBO once warm-up is over and
   beta = 1), or the IWAE bound for ``objective="iwae"``;
 - ``val_elbo``: the ELBO itself (beta = 1) on the validation data.
+
+Under data parallelism (DDP) each process holds a slice of every global batch
+(:mod:`ppvae.train.batches`). Process r's loss, the mean over its n_r points,
+is scaled by W n_r / N (W processes, N = sum of the n_r, from one scalar
+all-reduce per step); DDP averages the W gradients, so every step follows the
+gradient of the loss per data point over the whole global batch, exactly as a
+single process with the same batch would, whatever the slices' sizes. The
+same all-reduce tells every process whether any loss was NaN/inf, so all stop
+together. Each process draws z from its own stream, seeded by (seed, epoch,
+rank). Validation metrics are weighted by points and summed over processes
+(Lightning's ``sync_dist``), i.e. the ELBO per point over the whole
+validation set.
 """
 
 from __future__ import annotations
@@ -77,7 +89,7 @@ class SVIModule(L.LightningModule):
         return self.model.beta * min(1.0, progress / self.kl_warmup_epochs)
 
     def on_train_epoch_start(self) -> None:
-        pyro.set_rng_seed(epoch_seed(self.seed, self.current_epoch, 2) % 2**32)
+        pyro.set_rng_seed(epoch_seed(self.seed, self.current_epoch, 2, self.global_rank) % 2**32)
         self._epoch_totals = torch.zeros(2, dtype=torch.float64, device=self.device)
         self._epoch_mean: float | None = None
 
@@ -87,7 +99,14 @@ class SVIModule(L.LightningModule):
         # computation on new batches, so the checks are skipped there.
         with pyro.validation_enabled(is_validation_enabled() and self.global_step == 0):
             loss = self.loss(self.model, batch, self.kl_weight())
-        if not torch.isfinite(loss):
+        points = _num_points(batch)
+        finite, weight = bool(torch.isfinite(loss)), 1.0
+        if self.trainer.world_size > 1:
+            stats = self.trainer.strategy.reduce(
+                torch.tensor([points, not finite], dtype=torch.float64, device=self.device),
+                reduce_op="sum")
+            finite, weight = bool(stats[1] == 0), points * self.trainer.world_size / float(stats[0])
+        if not finite:
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at epoch {self.current_epoch + 1}, "
                 f"batch {batch_idx + 1}; no update was made with it. "
@@ -95,10 +114,10 @@ class SVIModule(L.LightningModule):
             )
         # summed here and logged once per epoch (a Lightning log call per step
         # costs about as much as a small network's forward pass)
-        points = _num_points(batch)
         self._epoch_totals += torch.stack([-loss.detach().double() * points,
-                                           torch.tensor(points, dtype=torch.float64)])
-        return loss
+                                           torch.tensor(points, dtype=torch.float64,
+                                                        device=self.device)])
+        return loss * weight
 
     def epoch_train_elbo(self) -> float:
         """The training objective per data point over this epoch's steps (all
@@ -109,11 +128,12 @@ class SVIModule(L.LightningModule):
         return self._epoch_mean
 
     def on_train_epoch_end(self) -> None:
-        self.log("train_elbo", self.epoch_train_elbo(), on_epoch=True)
+        # the same value on every process: syncing it (a mean) leaves it unchanged
+        self.log("train_elbo", self.epoch_train_elbo(), on_epoch=True, sync_dist=True)
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         for name, value in self.loss.validate(self.model, batch).items():
-            self.log(name, value, on_epoch=True, batch_size=_num_points(batch))
+            self.log(name, value, on_epoch=True, batch_size=_num_points(batch), sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return adam(self.model.parameters(), self.lr)
