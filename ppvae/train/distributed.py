@@ -15,6 +15,11 @@ start:
   joins the processes it finds;
 - from an interactive session (a notebook, the REPL, ``python -c``) there is
   no command to re-run: :func:`ddp_strategy` refuses with an explanation.
+  Lightning's alternatives do not fit there: ``"ddp_notebook"`` (fork) trains
+  Pyro modules, but hands back to the calling process only the final weights,
+  while the history and the best epoch's weights stay in the worker processes;
+  ``"ddp_spawn"`` must pickle the batches, whose epoch and rank are read from
+  the trainer through closures.
 
 A peer that fails ends the run: under Lightning's launcher the main process
 watches the others and kills all of them when one exits with an error (within
