@@ -147,10 +147,12 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
              for d in (tmp_path / "one", runs[0])]
     assert steps[0] == steps[1] == 4 * 11  # 1293 training points in global batches of 128
     # the same data in every step; only the Monte Carlo draws of z differ. The
-    # validation ELBO (one draw per point, 144 points) has a standard error of
-    # about 0.3 nats; the test ELBO (10 draws, 360 points) about 0.05.
-    assert two["val_elbo"] == pytest.approx(one["val_elbo"], abs=1.0)
-    assert two["test_elbo"] == pytest.approx(one["test_elbo"], abs=0.5)
+    # validation ELBO (one draw per point, 144 points) has a Monte Carlo standard
+    # error of 0.12 nats, so a difference of two runs 0.17; the test ELBO (10
+    # draws, 360 points) 0.02, plus the spread of the training paths. Measured
+    # 1 vs 2 processes on seeds 1-3: at most 0.23 (val) and 0.11 (test).
+    assert two["val_elbo"] == pytest.approx(one["val_elbo"], abs=0.6)
+    assert two["test_elbo"] == pytest.approx(one["test_elbo"], abs=0.3)
     assert two["val_elbo"][-1] > two["val_elbo"][0] + 2
 
 
@@ -204,11 +206,23 @@ def test_semi_supervised_model_trains_from_a_script_on_two_processes(tmp_path):
         import ppvae
         from ppvae.data import load_dataset
         from ppvae.models import SSVAE
+        from ppvae.train import SVIModule
+
+        seen = {"train": [], "val": []}  # the sizes of each step's tensors in this process
+        train_step, val_step = SVIModule.training_step, SVIModule.validation_step
+        def record_train(self, batch, i):
+            seen["train"].append([len(t) for t in batch])
+            return train_step(self, batch, i)
+        def record_val(self, batch, i):
+            seen["val"].append([len(t) for t in batch])
+            return val_step(self, batch, i)
+        SVIModule.training_step, SVIModule.validation_step = record_train, record_val
 
         data = load_dataset("digits", binarize="dynamic")
         history = ppvae.fit(SSVAE(latent_dim=2, hidden=(32,)), data, labels=50, epochs=2,
                             batch_size=64, labelled_per_batch=3, devices=2, progress=False,
-                            out_dir=sys.argv[1])
+                            out_dir=sys.argv[1], val_batch_size=100)
+        json.dump(seen, open(f"{sys.argv[1]}/seen_{history.rank}.json", "w"))
         if history.rank == 0:
             json.dump(history.as_dict(), open(f"{sys.argv[1]}/history.json", "w"))
         """)
@@ -219,6 +233,14 @@ def test_semi_supervised_model_trains_from_a_script_on_two_processes(tmp_path):
     assert len(history["val_accuracy"]) == 2 and all(0 <= a <= 1 for a in history["val_accuracy"])
     state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] == 2 * 20  # 1243 unlabelled points in global batches of 64
+    seen = [json.loads((out / f"seen_{rank}.json").read_text()) for rank in (0, 1)]
+    assert [len(s["train"]) for s in seen] == [40, 40]
+    # each step: 3 labelled points split 2 + 1, 64 unlabelled 32 + 32 (the last: 27 = 14 + 13)
+    assert [s["train"][0] for s in seen] == [[2, 2, 32], [1, 1, 32]]
+    assert [s["train"][19][2] for s in seen] == [14, 13]
+    assert sum(step[2] for s in seen for step in s["train"]) == 2 * 1243
+    # validation: 144 points in global batches of 100, each split in two
+    assert [[step[0] for step in s["val"]] for s in seen] == [[50, 22] * 2, [50, 22] * 2]
 
 
 @pytest.mark.parametrize("failing", [pytest.param("0", marks=pytest.mark.slow), "1"])
