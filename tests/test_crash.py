@@ -61,22 +61,34 @@ def test_checkpoints_are_fsynced_and_a_failed_write_leaves_last_intact(tmp_path,
                                                             "last.ckpt"]  # no temporary file
 
 
-def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(ppvae_command(*TRAIN, "--out", str(straight)), env=env(), check=True,
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """An uninterrupted run."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    subprocess.run(ppvae_command(*TRAIN, "--out", str(out)), env=env(), check=True,
                    capture_output=True, timeout=120)
+    return out
 
+
+@pytest.mark.parametrize("delay", [0.0, 0.15], ids=["while-saving", "mid-epoch"])
+def test_sigkill_then_resume_gives_the_uninterrupted_result(straight, tmp_path, delay):
+    """SIGKILL as soon as epoch 3's checkpoint appears, or 0.15 s later, then
+    ``ppvae train --resume``. Observed: the first kill lands while last.ckpt is
+    being written (its temporary file stays behind, last.ckpt is still epoch
+    2's), the second inside epoch 4 (an epoch takes 0.3-1 s here)."""
+    killed = tmp_path / "killed"
     proc = subprocess.Popen(ppvae_command(*TRAIN, "--out", str(killed)), env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = killed / "checkpoints" / "epoch002.ckpt"  # last.ckpt is then epoch 2's or 3's
+    checkpoint = killed / "checkpoints" / "epoch002.ckpt"
     deadline = time.monotonic() + 60
     while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+        time.sleep(0.005)
+    time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     saved = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=False)
-    assert 1 <= saved["epoch"] < 7  # killed after epoch 2, before the end
+    assert 1 <= saved["epoch"] < 7  # last.ckpt is whole: epoch 2's, 3's or later
     assert not (killed / "metrics.json").exists()
 
     subprocess.run(ppvae_command("train", "--resume", str(killed), "--no-progress"), env=env(),
