@@ -21,10 +21,11 @@ start:
   ``"ddp_spawn"`` must pickle the batches, whose epoch and rank are read from
   the trainer through closures.
 
-A peer that fails ends the run: under Lightning's launcher the main process
-watches the others and kills all of them when one exits with an error (within
-about 5 s); a process that waits in a collective for a peer that stopped
-responding gives up after :data:`COLLECTIVE_TIMEOUT`.
+A process that fails ends the run: the others' next collective fails at once
+(gloo reports the closed connection), and Lightning's launcher, in the main
+process, kills all of them when one exits with an error (within about 5 s). A
+process waiting in a collective for a peer that hangs without exiting gives up
+after :data:`COLLECTIVE_TIMEOUT`.
 """
 
 from __future__ import annotations
