@@ -54,6 +54,12 @@ class PairLoss:
         loss = self.elbo.differentiable_loss(model.model, model.guide, *batch, beta=1.0)
         return {"val_elbo": -loss / len(batch[0])}
 
+    @staticmethod
+    def num_points(batch: tuple[Tensor, ...]) -> int:
+        """Data points in a batch ``(x, *others)``: the rows of x (a condition
+        or label tensor beside it describes the same points)."""
+        return len(batch[0])
+
 
 def training_loss(model: Any, objective: str = "elbo", num_particles: int = 1, *,
                   dreg: bool = False, alpha: float = 50.0) -> Any:

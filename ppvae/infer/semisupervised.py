@@ -43,6 +43,12 @@ class SemiSupervisedELBO:
             loss = loss - self.alpha * model.classifier_log_prob(x_l, y_l).sum()
         return loss / (len(x_l) + len(x_u))
 
+    @staticmethod
+    def num_points(batch: tuple[Tensor, ...]) -> int:
+        """Data points in a training batch ``(x_l, y_l, x_u)`` (labelled plus
+        unlabelled) or a validation batch ``(x, y)``."""
+        return len(batch[0]) + (len(batch[2]) if len(batch) == 3 else 0)
+
     def validate(self, model, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
         """Validation ELBO of unlabelled x (y summed out) and accuracy of q(y | x)."""
         x, y = batch

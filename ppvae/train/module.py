@@ -99,7 +99,7 @@ class SVIModule(L.LightningModule):
         # computation on new batches, so the checks are skipped there.
         with pyro.validation_enabled(is_validation_enabled() and self.global_step == 0):
             loss = self.loss(self.model, batch, self.kl_weight())
-        points = _num_points(batch)
+        points = self.loss.num_points(batch)
         finite, weight = bool(torch.isfinite(loss)), 1.0
         if self.trainer.world_size > 1:
             stats = self.trainer.strategy.reduce(
@@ -133,7 +133,8 @@ class SVIModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         for name, value in self.loss.validate(self.model, batch).items():
-            self.log(name, value, on_epoch=True, batch_size=_num_points(batch), sync_dist=True)
+            self.log(name, value, on_epoch=True, batch_size=self.loss.num_points(batch),
+                     sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return adam(self.model.parameters(), self.lr)
@@ -148,9 +149,3 @@ def adam(params: Iterable[Tensor], lr: float) -> torch.optim.Adam:
     fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
                                  for p in params)
     return torch.optim.Adam(params, lr=lr, fused=fused or None)
-
-
-def _num_points(batch: tuple[Tensor, ...]) -> int:
-    """Data points in a batch: the rows of its data tensors (floating point;
-    labels are integer tensors)."""
-    return sum(len(t) for t in batch if t.is_floating_point())
