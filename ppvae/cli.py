@@ -420,7 +420,8 @@ def cmd_cvae(args: argparse.Namespace) -> int:
             out, args.dataset, quadrants=args.quadrants, methods=args.methods,
             data_root=args.data_root, progress=not args.no_progress, epochs=args.epochs,
             baseline_epochs=args.baseline_epochs, max_minutes=args.max_minutes,
-            patience=args.patience, latent_dim=args.latent_dim, hidden=args.hidden,
+            patience=args.patience, kl_warmup_epochs=args.kl_warmup_epochs,
+            latent_dim=args.latent_dim, hidden=args.hidden,
             batch_size=args.batch_size, lr=args.lr, num_samples=args.num_samples,
             max_test=args.max_test, seed=args.seed)
     except KeyboardInterrupt:
@@ -612,6 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training time limit of each model, in minutes (none)")
     g.add_argument("--patience", type=int, default=5,
                    help="early-stopping patience in epochs (%(default)s)")
+    g.add_argument("--kl-warmup-epochs", type=float, default=10.0,
+                   help="epochs of linear KL warm-up for each CVAE (%(default)s)")
     g.add_argument("--latent-dim", type=int, default=16, help="dimension of z (%(default)s)")
     g.add_argument("--hidden", type=int, nargs="+", default=[500, 500],
                    help="hidden widths of every network (500 500)")

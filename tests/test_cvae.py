@@ -270,6 +270,26 @@ def test_cli_cvae_benchmark_writes_results_and_resumes(tmp_path, capsys):
     assert "other settings" in capsys.readouterr().err
 
 
+def test_benchmark_warms_up_the_cvae_kl_only(tmp_path, monkeypatch):
+    from ppvae.experiments import cvae as experiment
+
+    warmups = []
+
+    def recording(model, *args, **kwargs):
+        warmups.append((type(model).__name__, kwargs["kl_warmup_epochs"]))
+        return fit(model, *args, **kwargs)
+
+    fit = experiment.fit
+    monkeypatch.setattr(experiment, "fit", recording)
+    experiment.run_cvae(tmp_path / "run", quadrants=(2,), epochs=1, baseline_epochs=1,
+                        hidden=(16,), latent_dim=2, num_samples=2, max_test=8,
+                        kl_warmup_epochs=3.0, progress=False)
+    assert sorted(warmups) == [("CVAE", 3.0), ("CompletionBaseline", 0.0)]
+    assert experiment.CVAESettings().kl_warmup_epochs > 0
+    with pytest.raises(ValueError, match="kl_warmup_epochs"):
+        experiment.CVAESettings(kl_warmup_epochs=-1)
+
+
 @pytest.mark.parametrize("condition", ["label", "quadrants"])
 def test_cli_train_evaluate_and_sample_a_cvae(tmp_path, condition, capsys):
     run = tmp_path / "run"
