@@ -1,12 +1,18 @@
 import os
 
-import matplotlib
-import pyro
-import pytest
-import torch
+# One thread per process: the tests' networks are small, and the data-parallel
+# and command-line tests start more processes; with a thread pool each, they
+# oversubscribe a 2-core machine and stall (set before torch is imported, so
+# the subprocesses inherit it too).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import matplotlib  # noqa: E402
+import pyro  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 matplotlib.use("Agg")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True)
