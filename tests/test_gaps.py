@@ -18,22 +18,15 @@ from matplotlib.figure import Figure
 
 from ppvae import plots
 from ppvae.infer import elbo_per_datapoint, fit_local_gaussian, inference_gaps
-from ppvae.models import VAE, LinearGaussian, SSVAE
+from ppvae.models import VAE, SSVAE
 
 OPTIMIZATION_TOL = 2e-3
 
 
 @pytest.fixture
-def ppca():
-    """PPCA whose posterior has correlation -0.8 (so the best diagonal
-    Gaussian misses it by KL = 0.52 nats), with 6 data points from the model."""
-    torch.manual_seed(0)
-    model = LinearGaussian(4, 2, sigma=0.5)
-    with torch.no_grad():
-        model.likelihood.net.layers[0].weight.copy_(
-            torch.tensor([[1.0, 0.8], [0.6, 0.9], [0.3, 0.1], [0.2, 0.4]]))
-        x = torch.randn(6, 2) @ model.weight.T + model.bias + 0.5 * torch.randn(6, 4)
-    return model, x
+def ppca(correlated_ppca):
+    """PPCA with a correlated posterior and 6 data points (see conftest)."""
+    return correlated_ppca()
 
 
 @torch.no_grad()

@@ -27,16 +27,11 @@ DATAPOINTS = [1, 4]
 
 
 @pytest.fixture(scope="module")
-def ppca_nuts():
-    """PPCA with a correlated posterior, 6 data points, and NUTS (2 chains) on
-    two of them, run once for the module. ``beta=4.0`` is passed to the model:
-    NUTS must ignore it (it would shrink p(z) to the 4th power)."""
-    torch.manual_seed(0)
-    model = LinearGaussian(4, 2, sigma=0.5)
-    with torch.no_grad():
-        model.likelihood.net.layers[0].weight.copy_(
-            torch.tensor([[1.0, 0.8], [0.6, 0.9], [0.3, 0.1], [0.2, 0.4]]))
-        x = torch.randn(6, 2) @ model.weight.T + model.bias + 0.5 * torch.randn(6, 4)
+def ppca_nuts(correlated_ppca):
+    """PPCA with a correlated posterior, 6 data points (see conftest), and NUTS
+    (2 chains) on two of them, run once for the module. ``beta=4.0`` is passed
+    to the model: NUTS must ignore it (it would shrink p(z) to the 4th power)."""
+    model, x = correlated_ppca()
     model.set_guide_to_posterior()
     nuts = nuts_posterior(model.model, x, datapoints=DATAPOINTS, num_samples=300,
                           warmup_steps=150, num_chains=2, beta=4.0)
