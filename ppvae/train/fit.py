@@ -250,7 +250,8 @@ def fit(
     callbacks: list[L.Callback] = [history_cb] + ([early] if use_early else [])
     out_dir = Path(out_dir) if out_dir is not None else None
     loggers = _writers(out_dir, callbacks) if out_dir is not None else []
-    parallel = devices != 1 or num_nodes != 1
+    # "auto" leaves the strategy to Lightning (one device on a CPU)
+    parallel = num_nodes != 1 or devices not in (1, "1", "auto")
     with _quiet_lightning():
         trainer = L.Trainer(  # the batches read its epoch and rank through the closures above
             max_epochs=epochs, max_time=None if max_minutes is None else timedelta(minutes=max_minutes),
