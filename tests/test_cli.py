@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -118,3 +119,13 @@ def test_evaluate_writes_loglik_json_and_figure(run_dir, capsys):
     assert (run_dir / "loglik.png").stat().st_size > 1000
     assert "log p(x) ~=" in capsys.readouterr().out
     assert main(["evaluate", str(run_dir), "--num-samples", "0"]) == 2
+
+
+def test_cli_makes_idle_openmp_threads_sleep_unless_told_otherwise():
+    code = "import os, ppvae.cli; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "ACTIVE"
