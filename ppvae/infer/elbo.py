@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ppvae.infer.loglik import _split_args
+from ppvae.infer.loglik import split_data_args
 from ppvae.infer.objectives import make_objective
 
 @torch.no_grad()
@@ -46,7 +46,7 @@ def evaluate_elbo(
     elbo = make_objective(objective, num_particles)
     total = 0.0
     for start in range(0, len(x), batch_size):
-        batch_args, batch_kwargs = _split_args((x, *args), kwargs, len(x), start,
+        batch_args, batch_kwargs = split_data_args((x, *args), kwargs, len(x), start,
                                                start + batch_size)
         total -= elbo.loss(model, guide, *batch_args, **batch_kwargs)
     return total / len(x)

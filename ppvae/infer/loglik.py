@@ -200,7 +200,7 @@ class WeightAccumulator:
                 self.khat(), self.partial)
 
 
-def _split_args(args: tuple, kwargs: dict, n: int, start: int, stop: int) -> tuple[tuple, dict]:
+def split_data_args(args: tuple, kwargs: dict, n: int, start: int, stop: int) -> tuple[tuple, dict]:
     """Slice every tensor argument whose first dimension is n (the data) to [start:stop]."""
     def cut(a: Any) -> Any:
         return a[start:stop] if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n else a
@@ -271,7 +271,7 @@ def log_likelihood(
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        first_args, first_kwargs = _split_args(args, kwargs, n, 0, data_chunk)
+        first_args, first_kwargs = split_data_args(args, kwargs, n, 0, data_chunk)
         nesting = max_plate_nesting(model, guide, *first_args, **first_kwargs)
         validate = is_validation_enabled()
         results = {}
@@ -284,7 +284,7 @@ def log_likelihood(
             if seed is not None:
                 torch.manual_seed(hash((seed, chunk)) & (2**63 - 1))
             start = chunk * data_chunk
-            chunk_args, chunk_kwargs = _split_args(args, kwargs, n, start, start + data_chunk)
+            chunk_args, chunk_kwargs = split_data_args(args, kwargs, n, start, start + data_chunk)
             acc = WeightAccumulator(min(data_chunk, n - start), num_samples)
             while acc.seen < num_samples:
                 # the first pass validates distributions' arguments and values;
