@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import math
+
 import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
+
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class StandardNormal(dist.Normal):
+    """N(0, 1) elementwise (``loc`` zeros, ``scale`` ones), with the log
+    density written for it: log p(z) = -z^2 / 2 - log(2 pi) / 2, three
+    elementwise operations instead of the general Normal's eight (which
+    subtract the zero mean, divide by the unit variance and take the log of
+    the unit scale). The same values up to float rounding."""
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        log_p = value.square().mul(-0.5).sub(HALF_LOG_2PI)
+        shape = torch.broadcast_shapes(value.shape, self.loc.shape)
+        return log_p if log_p.shape == shape else log_p.expand(shape)
 
 
 class StandardNormalPrior(nn.Module):
@@ -20,4 +39,4 @@ class StandardNormalPrior(nn.Module):
         self.register_buffer("loc", torch.zeros(latent_dim))
 
     def forward(self, context: Tensor | None = None) -> dist.Distribution:
-        return dist.Normal(self.loc, torch.ones_like(self.loc)).to_event(1)
+        return StandardNormal(self.loc, torch.ones_like(self.loc)).to_event(1)
