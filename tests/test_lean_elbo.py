@@ -11,7 +11,7 @@ from pyro.infer import Trace_ELBO
 
 from ppvae.infer import lean_elbo
 from ppvae.infer.lean_elbo import LeanTrace_ELBO, lean_elbo_loss
-from ppvae.models import VAE, LinearGaussian
+from ppvae.models import CVAE, VAE, LinearGaussian
 
 
 def loss_and_grads(loss_fn, params, seed, *args, **kwargs):
@@ -84,7 +84,7 @@ def lean_calls(monkeypatch):
 
 def test_takes_the_lean_path_only_after_checking_agreement(binary_batch, lean_calls):
     vae = VAE(64, latent_dim=3, hidden=(16,))
-    elbo = LeanTrace_ELBO()
+    elbo = LeanTrace_ELBO(replay=False)
     with pyro.validation_enabled(True):
         elbo.differentiable_loss(vae.model, vae.guide, binary_batch)
     assert lean_calls == [] and elbo._agrees == {}  # validation runs Trace_ELBO itself
@@ -120,3 +120,114 @@ def test_defers_to_trace_elbo_for_discrete_guides_and_several_particles(lean_cal
     with pyro.validation_enabled(False):
         several.differentiable_loss(vae.model, vae.guide, torch.ones(2, 4))
     assert lean_calls == [1] and several._agrees == {}
+
+
+# ------------------------------------------------------- recorded replay
+@pytest.fixture
+def replays(monkeypatch):
+    calls = []
+    real = lean_elbo._Recording.__call__
+
+    def counting(self, *args):
+        calls.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(lean_elbo._Recording, "__call__", counting)
+    return calls
+
+
+def test_replays_a_recording_with_trace_elbos_loss_and_gradients(binary_batch, replays):
+    """Recorded on the second call, replayed from then on, for every KL
+    weight (an input of the recording, not a constant of it)."""
+    vae = VAE(64, latent_dim=3, hidden=(16,))
+    elbo = LeanTrace_ELBO()
+    params = list(vae.parameters())
+    with pyro.validation_enabled(False):
+        for seed, beta in [(0, 1.0), (1, 0.3), (2, 1.0), (3, 0.7), (4, 0.05)]:
+            ours, our_grads = loss_and_grads(elbo.differentiable_loss, params, seed,
+                                             vae.model, vae.guide, binary_batch, beta=beta)
+            ref, ref_grads = loss_and_grads(Trace_ELBO().differentiable_loss, params, seed,
+                                            vae.model, vae.guide, binary_batch, beta=beta)
+            assert torch.allclose(ours, ref, rtol=1e-6), (seed, ours, ref)
+            for a, b in zip(our_grads, ref_grads):
+                assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    (recording,) = elbo._recordings.values()
+    assert isinstance(recording, lean_elbo._Recording)
+    # the check on the second call replays once, then calls 2 to 5 replay
+    assert len(replays) == 1 + 4
+
+
+def test_replay_leaves_the_random_stream_as_eager_steps_would(binary_batch):
+    """A run whose steps are replayed draws the same z as one run eagerly."""
+    losses = {}
+    for replay in (True, False):
+        torch.manual_seed(0)
+        vae = VAE(64, latent_dim=3, hidden=(16,))
+        elbo = LeanTrace_ELBO(replay=replay)
+        pyro.set_rng_seed(1)
+        with pyro.validation_enabled(False):
+            losses[replay] = torch.stack([elbo.differentiable_loss(vae.model, vae.guide,
+                                                                   binary_batch).detach()
+                                          for _ in range(4)])
+    assert torch.allclose(losses[True], losses[False], rtol=1e-6)
+    assert len(set(losses[True].tolist())) == 4  # fresh draws at every step
+
+
+def test_one_off_shapes_and_plain_functions_stay_eager(binary_batch, replays):
+    vae = VAE(64, latent_dim=3, hidden=(16,))
+    elbo = LeanTrace_ELBO()
+    with pyro.validation_enabled(False):
+        elbo.differentiable_loss(vae.model, vae.guide, binary_batch)
+        elbo.differentiable_loss(vae.model, vae.guide, binary_batch[:5])  # e.g. a last batch
+    assert all(isinstance(r, lean_elbo._Pending) for r in elbo._recordings.values())
+    assert len(elbo._recordings) == 2 and replays == []
+
+    def model(x):  # not a method of a module declaring a static structure
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(pyro.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x, 1.0))
+
+    plain = LeanTrace_ELBO()
+    with pyro.validation_enabled(False):
+        for _ in range(3):
+            plain.differentiable_loss(model, guide, torch.randn(4))
+    assert plain._recordings == {} and replays == []
+
+
+def test_a_replaced_parameter_gets_a_new_recording(binary_batch):
+    vae = VAE(64, latent_dim=3, hidden=(16,))
+    elbo = LeanTrace_ELBO()
+    with pyro.validation_enabled(False):
+        for _ in range(3):
+            elbo.differentiable_loss(vae.model, vae.guide, binary_batch)
+        last = vae.likelihood.net.layers[-1]
+        last.bias = torch.nn.Parameter(torch.full_like(last.bias, 3.0))
+        params = list(vae.parameters())
+        for seed in range(3):
+            ours, grads = loss_and_grads(elbo.differentiable_loss, params, seed, vae.model,
+                                         vae.guide, binary_batch)
+            ref, ref_grads = loss_and_grads(Trace_ELBO().differentiable_loss, params, seed,
+                                            vae.model, vae.guide, binary_batch)
+            assert torch.allclose(ours, ref, rtol=1e-6)
+            assert torch.allclose(grads[-1], ref_grads[-1], rtol=1e-5, atol=1e-6)
+    assert sum(isinstance(r, lean_elbo._Recording) for r in elbo._recordings.values()) == 2
+
+
+def test_replays_a_quadrant_cvae_with_its_masks(binary_batch, replays):
+    m = CVAE((1, 8, 8), condition="quadrants", quadrants=2, latent_dim=3, hidden=(32,))
+    x, c = m.condition_batch(binary_batch, None)
+    elbo = LeanTrace_ELBO()
+    params = list(m.parameters())
+    with pyro.validation_enabled(False):
+        for seed in range(4):
+            ours, grads = loss_and_grads(elbo.differentiable_loss, params, seed, m.model,
+                                         m.guide, x, c, beta=0.5)
+            ref, ref_grads = loss_and_grads(Trace_ELBO().differentiable_loss, params, seed,
+                                            m.model, m.guide, x, c, beta=0.5)
+            assert torch.allclose(ours, ref, rtol=1e-6)
+            for a, b in zip(grads, ref_grads):
+                assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert len(replays) == 1 + 3  # the check, then calls 2 to 4

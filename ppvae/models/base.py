@@ -49,6 +49,13 @@ class LatentVariableModel(PyroModule):
     :meth:`_register_with_pyro`.
     """
 
+    #: ``model`` and ``guide`` run the same tensor operations for every input
+    #: of the same shapes (no Python control flow on tensor values), so the
+    #: trainer's ELBO may record them once per input shape and replay the
+    #: recording (:class:`ppvae.infer.lean_elbo.LeanTrace_ELBO`). Subclasses
+    #: set it True only where that holds.
+    static_structure: bool = False
+
     def __init__(self, config: dict[str, Any], input_shape: int | Sequence[int]) -> None:
         super().__init__(name=f"{type(self).__name__.lower()}{next(_instances)}")
         self.config = config

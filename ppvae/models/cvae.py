@@ -68,6 +68,7 @@ class ConditionalModel(LatentVariableModel):
     """
 
     conditional = True
+    static_structure = True  # the condition acts through tensor masks, not branches
     condition: str
     num_classes: int
     quadrants: int

@@ -47,6 +47,8 @@ class VAE(LatentVariableModel):
     one call (the trainer uses it for KL warm-up, and 1 for evaluation).
     """
 
+    static_structure = True  # shapes alone decide the operations
+
     def __init__(
         self,
         input_shape: int | Sequence[int] = (1, 8, 8),
