@@ -72,7 +72,7 @@ def test_semi_supervised_shards_split_labelled_and_unlabelled_points():
 
 
 class _FakeTrainer:
-    """What SVIModule.training_step reads from the trainer, for process ``rank``
+    """What SVIModule.step_loss reads from the trainer, for process ``rank``
     of 2 whose all-reduce returns the given sum."""
 
     def __init__(self, rank: int, reduced: torch.Tensor) -> None:
@@ -114,7 +114,7 @@ def test_ddp_average_of_weighted_gradients_is_the_global_batch_gradient(split):
                                                           dtype=torch.float64))
         module.on_train_epoch_start()
         vae.zero_grad()
-        module.training_step((part,), 0).backward()
+        module.step_loss((part,), 0, 1).backward()
         grads.append(vae.encoder.net.layers[0].weight.grad.clone())
     assert torch.allclose((grads[0] + grads[1]) / 2, expected, atol=1e-6)  # what DDP applies
 
@@ -125,7 +125,7 @@ def test_a_non_finite_loss_on_another_process_stops_this_one_too():
     module._trainer = _FakeTrainer(0, torch.tensor([8.0, 1.0], dtype=torch.float64))
     module.on_train_epoch_start()
     with pytest.raises(TrainingDiverged):
-        module.training_step((torch.rand(4, 64),), 0)
+        module.step_loss((torch.rand(4, 64),), 0, 1)
 
 
 def test_data_parallel_fit_from_an_interactive_session_is_refused_clearly():
@@ -212,14 +212,14 @@ def test_semi_supervised_model_trains_from_a_script_on_two_processes(tmp_path):
         from ppvae.train import SVIModule
 
         seen = {"train": [], "val": []}  # the sizes of each step's tensors in this process
-        train_step, val_step = SVIModule.training_step, SVIModule.validation_step
-        def record_train(self, batch, i):
+        train_step, val_step = SVIModule.step_loss, SVIModule.validation_step
+        def record_train(self, batch, index, total):
             seen["train"].append([len(t) for t in batch])
-            return train_step(self, batch, i)
+            return train_step(self, batch, index, total)
         def record_val(self, batch, i):
             seen["val"].append([len(t) for t in batch])
             return val_step(self, batch, i)
-        SVIModule.training_step, SVIModule.validation_step = record_train, record_val
+        SVIModule.step_loss, SVIModule.validation_step = record_train, record_val
 
         data = load_dataset("digits", binarize="dynamic")
         history = ppvae.fit(SSVAE(latent_dim=2, hidden=(32,)), data, labels=50, epochs=2,

@@ -90,21 +90,13 @@ def test_early_stopping(digits):
 def test_kl_warmup_weight_rises_linearly(digits):
     module = SVIModule(small_vae(beta=2.0), kl_warmup_epochs=4)
 
-    class FakeLoop:
-        class epoch_loop:
-            class batch_progress:
-                class current:
-                    ready = 5
-
     class FakeTrainer:
-        num_training_batches = 10
-        fit_loop = FakeLoop
         current_epoch = 1
 
     module._trainer = FakeTrainer()
-    module.trainer.current_epoch = 1
-    assert module.kl_weight() == pytest.approx(2.0 * 1.5 / 4)
-    assert SVIModule(small_vae(beta=2.0)).kl_weight() == 2.0
+    # the 5th of 10 batches of the second epoch: 1.5 of 4 warm-up epochs done
+    assert module.kl_weight(4, 10) == pytest.approx(2.0 * 1.5 / 4)
+    assert SVIModule(small_vae(beta=2.0)).kl_weight(4, 10) == 2.0
 
 
 def test_warmup_run_trains(digits):

@@ -51,6 +51,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from pyro.distributions import Independent
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO
 from pyro.infer.util import is_validation_enabled
@@ -72,7 +73,7 @@ class _Score(Messenger):
         super().__init__()
         self.replay = values is not None
         self.values: dict[str, Tensor] = {} if values is None else values
-        self.total: Tensor | float = 0.0
+        self.total: Tensor | float = 0.0  # a float until the first site
 
     def _pyro_sample(self, msg: dict) -> None:
         if isinstance(msg["fn"], _Subsample):  # a plate's index draw, not a density
@@ -89,8 +90,15 @@ class _Score(Messenger):
             return
         if not self.replay:
             self.values[msg["name"]] = msg["value"]
-        log_prob = msg["fn"].log_prob(msg["value"])
-        self.total = self.total + scale_and_mask(log_prob, msg["scale"], msg["mask"]).sum()
+        fn, scale, mask = msg["fn"], msg["scale"], msg["mask"]
+        if mask is None and isinstance(fn, Independent) and (
+                not isinstance(scale, Tensor) or scale.dim() == 0):
+            # one sum over batch and event together (the site's total either way)
+            site = fn.base_dist.log_prob(msg["value"]).sum()
+            site = site if isinstance(scale, (int, float)) and scale == 1 else site * scale
+        else:
+            site = scale_and_mask(fn.log_prob(msg["value"]), scale, mask).sum()
+        self.total = site if isinstance(self.total, float) else self.total + site
 
 
 def lean_elbo_loss(model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
@@ -205,8 +213,8 @@ def _signature(args: tuple, kwargs: dict, state: tuple[Tensor, ...]) -> tuple | 
         else:
             return None
     for name, value in sorted(kwargs.items()):
-        if isinstance(value, float):
-            parts.append((name, float))
+        if isinstance(value, float):  # an input, except the common scale 1 (no multiplication)
+            parts.append((name, float, value == 1.0))
         elif value is None or isinstance(value, (bool, int, str)):
             parts.append((name, value))
         else:
@@ -249,7 +257,8 @@ except ImportError:  # pragma: no cover
 class _Recording:
     """A :func:`torch.jit.trace` recording of :func:`lean_elbo_loss` on one
     signature: inputs are the tensor arguments, the float keyword arguments
-    as 0-d tensors, then the owner module's parameters and buffers."""
+    as 0-d tensors (those equal to 1 are constants of the signature), then the
+    owner module's parameters and buffers."""
 
     def __init__(self, function: Callable, float_names: tuple[str, ...]) -> None:
         self.function = function
@@ -271,7 +280,8 @@ class _Recording:
              state: tuple[Tensor, ...]) -> _Recording | None:
         """Record and check against the eager lean loss (both on copies of
         the random state, which is left as it was); None if either fails."""
-        float_names = tuple(n for n, v in sorted(kwargs.items()) if isinstance(v, float))
+        float_names = tuple(n for n, v in sorted(kwargs.items())
+                            if isinstance(v, float) and v != 1.0)
         fixed = {n: v for n, v in kwargs.items() if n not in float_names}
         slots = [a is not None for a in args]
         n_args = sum(slots)

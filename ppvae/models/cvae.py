@@ -263,7 +263,7 @@ class CVAE(ConditionalModel):
     def model(self, x: Tensor, c: Tensor, beta: float | None = None) -> None:
         """p(x, z | c) = p(z | c) p(x | z, c), with the ``z`` site scaled by beta."""
         self._check_pair(x, c)
-        with pyro.plate("data", x.shape[0], dim=-1):
+        with pyro.plate("data", len(x), subsample_size=len(x), dim=-1):
             with poutine.scale(scale=self.beta if beta is None else beta):
                 z = pyro.sample("z", self.prior(c))
             pyro.sample("x", self._observed(self.likelihood(z, c), c), obs=x)
@@ -271,7 +271,7 @@ class CVAE(ConditionalModel):
     def guide(self, x: Tensor, c: Tensor, beta: float | None = None) -> None:
         """q(z | x, c), with the ``z`` site scaled by the same beta as the model."""
         self._check_pair(x, c)
-        with pyro.plate("data", x.shape[0], dim=-1):
+        with pyro.plate("data", len(x), subsample_size=len(x), dim=-1):
             with poutine.scale(scale=self.beta if beta is None else beta):
                 pyro.sample("z", self.encoder(x, c))
 
@@ -355,7 +355,7 @@ class CompletionBaseline(ConditionalModel):
     def model(self, x: Tensor, c: Tensor, beta: float | None = None) -> None:
         """p(x_hidden | c), one Bernoulli per hidden pixel."""
         self._check_pair(x, c)
-        with pyro.plate("data", x.shape[0], dim=-1):
+        with pyro.plate("data", len(x), subsample_size=len(x), dim=-1):
             pyro.sample("x", self._observed(self.likelihood(c), c), obs=x)
 
     def guide(self, x: Tensor, c: Tensor, beta: float | None = None) -> None:

@@ -47,7 +47,12 @@ class VAE(LatentVariableModel):
     one call (the trainer uses it for KL warm-up, and 1 for evaluation).
     """
 
-    static_structure = True  # shapes alone decide the operations
+    # Shapes alone decide the operations. The plates take their sizes as
+    # Python ints (len(x), and subsample_size too, which Pyro would otherwise
+    # read from a tensor): sizes read from tensors become recorded operations
+    # while the trainer records the ELBO, and the plate's scale, n / n = 1,
+    # would then cost a multiplication per site.
+    static_structure = True
 
     def __init__(
         self,
@@ -85,7 +90,7 @@ class VAE(LatentVariableModel):
     def model(self, x: Tensor, beta: float | None = None) -> None:
         """p(x, z) = p(z) p(x | z), with the ``z`` site scaled by beta."""
         self.check_shape(x)
-        with pyro.plate("data", x.shape[0], dim=-1):
+        with pyro.plate("data", len(x), subsample_size=len(x), dim=-1):
             with poutine.scale(scale=self.beta if beta is None else beta):
                 z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(z), obs=x)
@@ -93,7 +98,7 @@ class VAE(LatentVariableModel):
     def guide(self, x: Tensor, beta: float | None = None) -> None:
         """q(z | x), with the ``z`` site scaled by the same beta as the model."""
         self.check_shape(x)
-        with pyro.plate("data", x.shape[0], dim=-1):
+        with pyro.plate("data", len(x), subsample_size=len(x), dim=-1):
             with poutine.scale(scale=self.beta if beta is None else beta):
                 pyro.sample("z", self.encoder(x))
 

@@ -21,12 +21,16 @@ from torch import Tensor
 
 from ppvae.data import Dataset, LabelSplit, label_split
 from ppvae.models import LatentVariableModel
-from ppvae.train.batches import EpochBatches, MixedBatches, Shard
+from ppvae.train.batches import EpochBatches, Groups, MixedBatches, Shard
 from ppvae.train.distributed import AtomicCheckpointIO, ddp_strategy
 from ppvae.train.history import History, HistoryCallback
 from ppvae.train.module import SVIModule, TrainingDiverged
 
 TrainData = Dataset | Tensor | np.ndarray | Sequence[Tensor | np.ndarray]
+
+#: Batches per Lightning step in one process (:class:`ppvae.train.batches.Groups`);
+#: data-parallel runs take one.
+BATCHES_PER_STEP = 8
 
 
 def _split_data(
@@ -264,7 +268,9 @@ def fit(
         )
         last = out_dir / "checkpoints" / "last.ckpt" if resume else None
         start = time.perf_counter()
-        trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches,
+        # DDP synchronizes gradients once per Lightning step: one batch each there
+        groups = Groups(train_batches, lambda: BATCHES_PER_STEP if trainer.world_size == 1 else 1)
+        trainer.fit(module, train_dataloaders=groups, val_dataloaders=val_batches,
                     ckpt_path=str(last) if last is not None and last.exists() else None)
     history = history_cb.history
     history.seconds += time.perf_counter() - start
