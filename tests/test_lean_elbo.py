@@ -9,7 +9,7 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from ppvae.infer import lean_elbo
+from ppvae.infer import lean_elbo, replay
 from ppvae.infer.lean_elbo import LeanTrace_ELBO, lean_elbo_loss
 from ppvae.models import CVAE, VAE, LinearGaussian
 
@@ -126,13 +126,13 @@ def test_defers_to_trace_elbo_for_discrete_guides_and_several_particles(lean_cal
 @pytest.fixture
 def replays(monkeypatch):
     calls = []
-    real = lean_elbo._Recording.__call__
+    real = replay._Recording.__call__
 
     def counting(self, *args):
         calls.append(1)
         return real(self, *args)
 
-    monkeypatch.setattr(lean_elbo._Recording, "__call__", counting)
+    monkeypatch.setattr(replay._Recording, "__call__", counting)
     return calls
 
 
@@ -153,7 +153,7 @@ def test_replays_a_recording_with_trace_elbos_loss_and_gradients(binary_batch, r
             for a, b in zip(our_grads, ref_grads):
                 assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
     recordings = list(elbo._recordings.values())
-    assert len(recordings) == 2 and all(isinstance(r, lean_elbo._Recording) for r in recordings)
+    assert len(recordings) == 2 and all(isinstance(r, replay._Recording) for r in recordings)
     # per recording: its check replays once on its second call, then the
     # second and third calls replay
     assert len(replays) == 2 * 3
@@ -181,7 +181,7 @@ def test_one_off_shapes_and_plain_functions_stay_eager(binary_batch, replays):
     with pyro.validation_enabled(False):
         elbo.differentiable_loss(vae.model, vae.guide, binary_batch)
         elbo.differentiable_loss(vae.model, vae.guide, binary_batch[:5])  # e.g. a last batch
-    assert all(isinstance(r, lean_elbo._Pending) for r in elbo._recordings.values())
+    assert all(isinstance(r, replay._Pending) for r in elbo._recordings.values())
     assert len(elbo._recordings) == 2 and replays == []
 
     def model(x):  # not a method of a module declaring a static structure
@@ -215,7 +215,7 @@ def test_a_replaced_parameter_gets_a_new_recording(binary_batch):
                                             vae.model, vae.guide, binary_batch)
             assert torch.allclose(ours, ref, rtol=1e-6)
             assert torch.allclose(grads[-1], ref_grads[-1], rtol=1e-5, atol=1e-6)
-    assert sum(isinstance(r, lean_elbo._Recording) for r in elbo._recordings.values()) == 2
+    assert sum(isinstance(r, replay._Recording) for r in elbo._recordings.values()) == 2
 
 
 def test_replays_a_quadrant_cvae_with_its_masks(binary_batch, replays):

@@ -22,32 +22,18 @@ checks) while Pyro's validation is enabled, with more than one particle, and
 for guides with non-reparameterized or enumerated sites.
 
 Recorded replay. Even the lean passes spend most of a small network's step in
-Python: Pyro's handler stack, distribution constructors and argument
-broadcasting run again at every step although they produce the same tensor
-operations each time. For a pair whose owner module declares
-``static_structure = True`` (ppvae's VAE and CVAE: the operations depend only
-on the shapes of the inputs, never on their values), :class:`LeanTrace_ELBO`
-records the lean computation once per input signature with
-:func:`torch.jit.trace` (parameters, buffers, data and float keyword
-arguments such as the KL weight beta as inputs, so nothing is frozen in) and
-replays the recording on later steps, in PyTorch's graph interpreter with its
-optimizing passes off so that every operation, forward and backward, is the
-same eager kernel (its symbolic differentiation was measured slower here).
-Random draws are operations of the recording and come from the same global
-generator in the same order. A signature is recorded on its second occurrence
-(a one-off shape, such as an epoch's last short batch, stays eager), and the
-recording is used only after it gave, on a copy of the random state, the
-eager lean loss. ``torch.jit.trace`` is deprecated in PyTorch 2.13 in favour of
-``torch.compile``, which on this project's CPU step compiled for seconds into
-18 graphs broken at Pyro's handlers and ran slower than eager; if tracing is
-unavailable or fails, the eager lean path runs.
+Python (Pyro's handlers, distribution constructors). For a pair whose owner
+module declares ``static_structure = True`` (ppvae's VAE and CVAE: the
+operations depend only on the shapes of the inputs), :class:`LeanTrace_ELBO`
+records the lean computation once per input signature and replays it
+(:mod:`ppvae.infer.replay`), with the KL weight beta an input of the
+recording; the recording is used only after it gave the eager lean loss.
 """
 
 from __future__ import annotations
 
-import warnings
-import weakref
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -58,7 +44,8 @@ from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from torch import Tensor
-from torch.nn.modules.module import register_module_module_registration_hook
+
+from ppvae.infer.replay import cuda_devices, replayed, static_owner
 
 
 class _NotReparameterized(Exception):
@@ -131,7 +118,7 @@ class LeanTrace_ELBO(Trace_ELBO):
         super().__init__(*args, **kwargs)
         self.replay = replay
         self._agrees: dict[tuple[Callable, Callable], bool] = {}
-        self._recordings: dict[tuple, _Recording | None] = {}
+        self._recordings: dict = {}  # ppvae.infer.replay's, per signature
 
     def __getstate__(self) -> dict:
         # recordings and checks are per process; a copy starts afresh
@@ -142,11 +129,12 @@ class LeanTrace_ELBO(Trace_ELBO):
         if self.num_particles != 1 or is_validation_enabled() or not self._lean_ok(
                 model, guide, args, kwargs):
             return super().differentiable_loss(model, guide, *args, **kwargs)
-        if self.replay and torch.is_grad_enabled():
-            found = self._recording(model, guide, args, kwargs)
-            if found is not None:
-                recording, state = found
-                return recording(args, kwargs, state)
+        owner = static_owner(model, guide) if self.replay and torch.is_grad_enabled() else None
+        if owner is not None:
+            loss = replayed(self._recordings, (model, guide), partial(lean_elbo_loss, model, guide),
+                            owner, args, kwargs)
+            if loss is not None:
+                return loss
         return lean_elbo_loss(model, guide, *args, **kwargs)
 
     def _lean_ok(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> bool:
@@ -154,7 +142,7 @@ class LeanTrace_ELBO(Trace_ELBO):
         once per pair, on one draw from a copy of the current random state."""
         key = (model, guide)
         if key not in self._agrees:
-            devices = _cuda_devices(args)
+            devices = cuda_devices(args)
             with torch.no_grad():
                 with torch.random.fork_rng(devices=devices):
                     reference = super().differentiable_loss(model, guide, *args, **kwargs)
@@ -166,147 +154,3 @@ class LeanTrace_ELBO(Trace_ELBO):
             self._agrees[key] = lean is not None and bool(
                 torch.allclose(lean, reference, rtol=1e-5, atol=1e-4))
         return self._agrees[key]
-
-    def _recording(self, model: Callable, guide: Callable, args: tuple, kwargs: dict
-                   ) -> tuple[_Recording, tuple[Tensor, ...]] | None:
-        """The verified recording for this call's signature and the module
-        state to call it with, or None (eager): made on the signature's second
-        occurrence, None for good if that fails."""
-        owner = getattr(model, "__self__", None)
-        if (not isinstance(owner, torch.nn.Module) or getattr(guide, "__self__", None) is not owner
-                or not getattr(owner, "static_structure", False)):
-            return None
-        state = _state(owner)
-        signature = _signature(args, kwargs, state)
-        if signature is None:
-            return None
-        key = (model, guide, signature)
-        if key not in self._recordings:
-            self._recordings[key] = None if _jit_trace is None else _Pending()
-            return None
-        recording = self._recordings[key]
-        if isinstance(recording, _Pending):
-            recording = _Recording.make(model, guide, args, kwargs, state)
-            self._recordings[key] = recording
-        return None if recording is None else (recording, state)
-
-
-class _Pending:
-    """A signature seen once: recorded if it comes again."""
-
-
-def _cuda_devices(args: tuple) -> list[torch.device]:
-    return [t.device for t in args if isinstance(t, Tensor) and t.is_cuda][:1]
-
-
-def _signature(args: tuple, kwargs: dict, state: tuple[Tensor, ...]) -> tuple | None:
-    """What a recording depends on: the shapes, dtypes and devices of the
-    tensor arguments, the names of the float keyword arguments, the values of
-    the others, and the identity of the module's parameters and buffers.
-    None if an argument cannot be an input of a recording."""
-    parts: list = []
-    for a in args:
-        if isinstance(a, Tensor):
-            parts.append((a.shape, a.dtype, a.device, a.requires_grad))
-        elif a is None:
-            parts.append(None)
-        else:
-            return None
-    for name, value in sorted(kwargs.items()):
-        if isinstance(value, float):  # an input, except the common scale 1 (no multiplication)
-            parts.append((name, float, value == 1.0))
-        elif value is None or isinstance(value, (bool, int, str)):
-            parts.append((name, value))
-        else:
-            return None
-    parts.append(tuple(map(id, state)))
-    return tuple(parts)
-
-
-def _state(owner: torch.nn.Module) -> tuple[Tensor, ...]:
-    """The module's parameters and buffers, the inputs of its recordings:
-    read at every step (``Module.to`` replaces buffers), from a list of its
-    submodules kept until a module is registered anywhere (a fresh
-    ``owner.parameters()`` walk cost about 20 microseconds a step)."""
-    cached = _submodules.get(owner)
-    if cached is None or cached[0] != _module_registrations[0]:
-        cached = (_module_registrations[0], tuple(owner.modules()))
-        _submodules[owner] = cached
-    modules = cached[1]
-    return tuple(dict.fromkeys((*(p for m in modules for p in m._parameters.values() if p is not None),
-                                *(b for m in modules for b in m._buffers.values() if b is not None))))
-
-
-_submodules: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_module_registrations = [0]
-
-
-def _count_module_registration(module: torch.nn.Module, name: str, child: Any) -> None:
-    _module_registrations[0] += 1
-
-
-register_module_module_registration_hook(_count_module_registration)
-
-
-try:  # deprecated in PyTorch 2.13; without it, the eager lean path runs
-    from torch.jit import trace as _jit_trace
-except ImportError:  # pragma: no cover
-    _jit_trace = None
-
-
-class _Recording:
-    """A :func:`torch.jit.trace` recording of :func:`lean_elbo_loss` on one
-    signature: inputs are the tensor arguments, the float keyword arguments
-    as 0-d tensors (those equal to 1 are constants of the signature), then the
-    owner module's parameters and buffers."""
-
-    def __init__(self, function: Callable, float_names: tuple[str, ...]) -> None:
-        self.function = function
-        self.float_names = float_names
-
-    def inputs(self, args: tuple, kwargs: dict, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        like = next(a for a in args if isinstance(a, Tensor))
-        floats = tuple(torch.tensor(kwargs[n], dtype=torch.get_default_dtype(), device=like.device)
-                       for n in self.float_names)
-        return (*(a for a in args if a is not None), *floats, *state)
-
-    def __call__(self, args: tuple, kwargs: dict, state: tuple[Tensor, ...]) -> Tensor:
-        # eager kernels forward and backward (see the module doc)
-        with torch.jit.optimized_execution(False):
-            return self.function(*self.inputs(args, kwargs, state))
-
-    @classmethod
-    def make(cls, model: Callable, guide: Callable, args: tuple, kwargs: dict,
-             state: tuple[Tensor, ...]) -> _Recording | None:
-        """Record and check against the eager lean loss (both on copies of
-        the random state, which is left as it was); None if either fails."""
-        float_names = tuple(n for n, v in sorted(kwargs.items())
-                            if isinstance(v, float) and v != 1.0)
-        fixed = {n: v for n, v in kwargs.items() if n not in float_names}
-        slots = [a is not None for a in args]
-        n_args = sum(slots)
-
-        def run(*inputs: Tensor) -> Tensor:
-            given = iter(inputs[:n_args])
-            call_args = [next(given) if present else None for present in slots]
-            floats = dict(zip(float_names, inputs[n_args:n_args + len(float_names)]))
-            return lean_elbo_loss(model, guide, *call_args, **fixed, **floats)
-
-        recording = cls(run, float_names)
-        devices = _cuda_devices(args)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the deprecation and tracer notes
-                with torch.random.fork_rng(devices=devices):
-                    recording.function = _jit_trace(run, recording.inputs(args, kwargs, state),
-                                                    check_trace=False)
-            with torch.random.fork_rng(devices=devices):
-                expected = lean_elbo_loss(model, guide, *args, **kwargs)
-            with torch.random.fork_rng(devices=devices):
-                replayed = recording(args, kwargs, state)
-        except Exception:  # anything the tracer cannot record: stay eager
-            return None
-        same = (replayed.shape == expected.shape
-                and replayed.requires_grad == expected.requires_grad
-                and bool(torch.allclose(replayed, expected, rtol=1e-5, atol=1e-4)))
-        return recording if same else None
