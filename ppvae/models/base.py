@@ -111,7 +111,7 @@ class LatentVariableModel(PyroModule):
                 f"{name} contains {int((~finite).sum())} NaN or infinite values "
                 f"(first at row {bad[0]}, column {bad[1]})"
             )
-        self.likelihood.check(x, support=support, name=name)
+        self.likelihood.check(x, support=support, name=name, bounds=(lo.item(), hi.item()))
         return x
 
     def log_likelihood(self, x: Tensor | np.ndarray, *, num_samples: int = 1000, **kwargs: Any):

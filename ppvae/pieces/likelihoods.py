@@ -46,11 +46,14 @@ class ObservationModel(nn.Module):
         """E[x | z], the image shown as a reconstruction or sample."""
         return self(z, context).mean
 
-    def check(self, x: Tensor, *, support: str | None = None, name: str = "x") -> None:
+    def check(self, x: Tensor, *, support: str | None = None, name: str = "x",
+              bounds: tuple[float, float] | None = None) -> None:
         """Raise ``ValueError`` if ``x`` lies outside this density's support
-        (or outside ``support``, one of ``"binary"``, ``"unit"``, ``"real"``)."""
+        (or outside ``support``, one of ``"binary"``, ``"unit"``, ``"real"``).
+        ``bounds``: ``x``'s minimum and maximum if already known (one pass
+        over the data fewer)."""
         support = support or self.support
-        if support == "binary" and not _is_binary(x):
+        if support == "binary" and not _is_binary(x, bounds):
             bad = x[(x != 0) & (x != 1)].flatten()[0].item()
             raise ValueError(
                 f"the Bernoulli likelihood is a density for binary data only, but {name} has "
@@ -58,25 +61,26 @@ class ObservationModel(nn.Module):
                 "(load_dataset(..., binarize='dynamic' or 'static')) or use "
                 "likelihood='continuous-bernoulli' or 'gaussian' for grey levels."
             )
-        if support == "unit" and not _in_unit_interval(x):
+        if support == "unit" and not _in_unit_interval(x, bounds):
             bad = x[(x < 0) | (x > 1)].flatten()[0].item()
             raise ValueError(
                 f"{name} must lie in [0, 1] for this likelihood, but has a value {bad:.4g}"
             )
 
 
-def _in_unit_interval(x: Tensor) -> bool:
-    """All values in [0, 1] (NaN fails), in one pass."""
+def _in_unit_interval(x: Tensor, bounds: tuple[float, float] | None = None) -> bool:
+    """All values in [0, 1] (NaN fails), in one pass (none if ``bounds``, the
+    minimum and maximum, are given)."""
     if x.numel() == 0:
         return True
-    lo, hi = torch.aminmax(x)
+    lo, hi = torch.aminmax(x) if bounds is None else bounds
     return bool((lo >= 0) & (hi <= 1))
 
 
-def _is_binary(x: Tensor) -> bool:
+def _is_binary(x: Tensor, bounds: tuple[float, float] | None = None) -> bool:
     """All values in {0, 1}: within [0, 1], and sum x (1 - x) = 0, a sum of
     non-negative terms that are all exactly zero only for binary values."""
-    if not _in_unit_interval(x):
+    if not _in_unit_interval(x, bounds):
         return False
     flat = x.reshape(-1)
     chunks = torch.split(flat, 2**20)  # bounded temporaries, kept in cache
