@@ -233,3 +233,18 @@ def test_replays_a_quadrant_cvae_with_its_masks(binary_batch, replays):
             for a, b in zip(grads, ref_grads):
                 assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
     assert len(replays) == 1 + 3  # the check, then calls 2 to 4
+
+
+def test_replay_caches_do_not_keep_a_model_alive(binary_batch):
+    import gc
+    import weakref
+
+    vae = VAE(64, latent_dim=3, hidden=(16,))
+    elbo = LeanTrace_ELBO()
+    with pyro.validation_enabled(False):
+        for _ in range(3):
+            elbo.differentiable_loss(vae.model, vae.guide, binary_batch)
+    alive = weakref.ref(vae)
+    del vae, elbo
+    gc.collect()
+    assert alive() is None

@@ -9,7 +9,7 @@ from ppvae.data import load_dataset
 from ppvae.infer import PairLoss
 from ppvae.models import VAE
 from ppvae.train import SVIModule, TrainingDiverged
-from ppvae.train.batches import EpochBatches
+from ppvae.train.batches import EpochBatches, Groups
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +156,25 @@ def test_epoch_batches_reshuffle_per_epoch_and_binarize_dynamically():
     assert [b[1].tolist() for b in first] != [b[1].tolist() for b in second]
     assert sorted(torch.cat([b[1] for b in first]).tolist()) == list(range(10))
     assert set(torch.cat([b[0] for b in first]).unique().tolist()) == {0.0, 1.0}
+
+
+def test_groups_keep_every_batch_in_order_and_cap_their_memory(monkeypatch):
+    x = torch.arange(1000.0).reshape(100, 10)
+    batches = EpochBatches(x, batch_size=7, shuffle=True, seed=3)
+    groups = Groups(batches, 4)
+    flat = [(b, first + j, total) for group, first, total in groups for j, b in enumerate(group)]
+    assert len(groups) == 4 and len(list(groups)) == 4  # 15 batches: 4 + 4 + 4 + 3
+    assert [i for _, i, _ in flat] == list(range(15)) and {t for *_, t in flat} == {15}
+    assert all(torch.equal(a[0], b[0]) for (a, _, _), b in zip(flat, batches))
+    monkeypatch.setattr(Groups, "max_bytes", 2 * 7 * 10 * 4)  # room for two batches
+    capped = Groups(batches, 4)
+    assert len(capped) == 8 == len(list(capped))
+    assert Groups(batches, lambda: 1).size == 1
+
+
+def test_grouped_training_makes_one_counted_step_per_batch(digits, tmp_path):
+    ppvae.fit(small_vae(), digits, epochs=2, batch_size=64, progress=False, out_dir=tmp_path)
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    per_epoch = math.ceil(len(digits.train) / 64)
+    assert per_epoch > 8  # more than one group per epoch
+    assert state["global_step"] == 2 * per_epoch

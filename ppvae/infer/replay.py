@@ -115,14 +115,16 @@ def _state(owner: torch.nn.Module) -> tuple[Tensor, ...]:
     """The module's parameters and buffers, the inputs of its recordings:
     read at every step (``Module.to`` replaces buffers), from a list of its
     submodules kept until a module is registered anywhere (a fresh
-    ``owner.parameters()`` walk cost about 20 microseconds a step)."""
+    ``owner.parameters()`` walk cost about 20 microseconds a step). The list
+    leaves ``owner`` out, so that the weak cache does not keep it alive."""
     cached = _submodules.get(owner)
     if cached is None or cached[0] != _module_registrations[0]:
-        cached = (_module_registrations[0], tuple(owner.modules()))
+        cached = (_module_registrations[0], tuple(owner.modules())[1:])
         _submodules[owner] = cached
-    modules = cached[1]
-    return tuple(dict.fromkeys((*(p for m in modules for p in m._parameters.values() if p is not None),
-                                *(b for m in modules for b in m._buffers.values() if b is not None))))
+    modules = (owner, *cached[1])
+    params = (p for m in modules for p in m._parameters.values() if p is not None)
+    buffers = (b for m in modules for b in m._buffers.values() if b is not None)
+    return tuple(dict.fromkeys((*params, *buffers)))  # shared tensors once
 
 
 _submodules: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -143,9 +145,10 @@ except ImportError:  # pragma: no cover
 
 
 class _Recording:
-    """A :func:`torch.jit.trace` recording of a function on one signature: inputs are the tensor arguments, the float keyword arguments
-    as 0-d tensors (those equal to 1 are constants of the signature), then the
-    owner module's parameters and buffers."""
+    """A :func:`torch.jit.trace` recording of a function on one signature.
+    Its inputs are the tensor arguments, the float keyword arguments as 0-d
+    tensors (those equal to 1 are constants of the signature), then the owner
+    module's parameters and buffers."""
 
     def __init__(self, function: Callable, float_names: tuple[str, ...]) -> None:
         self.function = function

@@ -194,22 +194,31 @@ class Groups:
     step per batch in it, so Lightning's per-step work (batch hooks, progress
     and logging bookkeeping, about half a millisecond) is paid once per group;
     the batches, their order and the updates are those of ungrouped training.
+    A group holds at most :attr:`max_bytes` of batch tensors (fewer batches
+    per group when batches are large), so grouping never multiplies the
+    memory of large batches.
     """
+
+    max_bytes = 2**26  # 64 MiB
 
     def __init__(self, batches: Iterable, size: int | Callable[[], int]) -> None:
         if not isinstance(batches, Sized):
             raise TypeError("Groups needs batches with a length")
         self.batches = batches
         self._size = size
+        self._batch_bytes: int | None = None
 
     @property
     def size(self) -> int:
-        """Batches per group (``size`` may be a callable, read at each epoch,
-        e.g. one under data parallelism)."""
+        """Batches per group: ``size`` (which may be a callable, read at each
+        epoch, e.g. one under data parallelism), fewer if that many batches
+        would hold more than :attr:`max_bytes`."""
         size = self._size() if callable(self._size) else self._size
         if size < 1:
             raise ValueError(f"size must be at least 1, got {size}")
-        return size
+        if size > 1 and self._batch_bytes is None:  # the size of one batch, looked at once
+            self._batch_bytes = _nbytes(next(iter(self.batches), ()))
+        return size if size == 1 else max(1, min(size, self.max_bytes // max(1, self._batch_bytes)))
 
     def __len__(self) -> int:
         return math.ceil(len(self.batches) / self.size)
@@ -225,3 +234,8 @@ class Groups:
                 group, first = [], index + 1
         if group:
             yield group, first, total
+
+
+def _nbytes(batch: tuple[Tensor, ...]) -> int:
+    """Bytes of a batch's tensors."""
+    return sum(t.numel() * t.element_size() for t in batch if isinstance(t, Tensor))

@@ -97,8 +97,8 @@ class SVIModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         pyro.set_rng_seed(epoch_seed(self.seed, self.current_epoch, 2, self.global_rank) % 2**32)
-        self._epoch_losses: list[Tensor] = []  # per step: (loss per point, points)
-        self._epoch_points: list[int] = []
+        self._epoch_losses: list[Tensor] = []  # per step: the loss per point, and
+        self._epoch_points: list[int] = []  # the number of points
         self._epoch_mean: float | None = None
 
     def training_step(self, group: tuple[list, int, int], group_idx: int) -> None:
