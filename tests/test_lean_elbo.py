@@ -23,15 +23,23 @@ def loss_and_grads(loss_fn, params, seed, *args, **kwargs):
     return loss.detach(), [p.grad.clone() for p in params]
 
 
-def assert_same_as_trace_elbo(model, guide, params, *args, **kwargs):
-    for seed in range(3):
+def assert_same_as_trace_elbo(model, guide, params, *args, loss_fn=lean_elbo_loss,
+                              seeds=range(3), **kwargs):
+    """``loss_fn`` gives Trace_ELBO's loss and gradients on the same draws."""
+    for seed in seeds:
         ref, ref_grads = loss_and_grads(Trace_ELBO().differentiable_loss, params, seed,
                                         model, guide, *args, **kwargs)
-        lean, lean_grads = loss_and_grads(lean_elbo_loss, params, seed, model, guide,
-                                          *args, **kwargs)
-        assert torch.allclose(lean, ref, rtol=1e-6), (lean, ref)
-        for a, b in zip(lean_grads, ref_grads):
+        ours, our_grads = loss_and_grads(loss_fn, params, seed, model, guide, *args, **kwargs)
+        assert torch.allclose(ours, ref, rtol=1e-6), (seed, ours, ref)
+        for a, b in zip(our_grads, ref_grads):
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def run_steps(elbo, model, guide, *args, times=3):
+    """``times`` calls without Pyro's validation: enough to record and replay."""
+    with pyro.validation_enabled(False):
+        for _ in range(times):
+            elbo.differentiable_loss(model, guide, *args)
 
 
 def test_same_loss_and_gradients_as_trace_elbo_on_a_beta_vae(binary_batch):
@@ -142,16 +150,10 @@ def test_replays_a_recording_with_trace_elbos_loss_and_gradients(binary_batch, r
     weight (an input of it, so warm-up does not record at every step)."""
     vae = VAE(64, latent_dim=3, hidden=(16,))
     elbo = LeanTrace_ELBO()
-    params = list(vae.parameters())
     with pyro.validation_enabled(False):
         for seed, beta in enumerate([1.0, 0.3, 1.0, 0.7, 0.05, 1.0]):
-            ours, our_grads = loss_and_grads(elbo.differentiable_loss, params, seed,
-                                             vae.model, vae.guide, binary_batch, beta=beta)
-            ref, ref_grads = loss_and_grads(Trace_ELBO().differentiable_loss, params, seed,
-                                            vae.model, vae.guide, binary_batch, beta=beta)
-            assert torch.allclose(ours, ref, rtol=1e-6), (seed, ours, ref)
-            for a, b in zip(our_grads, ref_grads):
-                assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+            assert_same_as_trace_elbo(vae.model, vae.guide, list(vae.parameters()), binary_batch,
+                                      loss_fn=elbo.differentiable_loss, seeds=[seed], beta=beta)
     recordings = list(elbo._recordings.values())
     assert len(recordings) == 2 and all(isinstance(r, replay._Recording) for r in recordings)
     # per recording: its check replays once on its second call, then the
@@ -193,28 +195,19 @@ def test_one_off_shapes_and_plain_functions_stay_eager(binary_batch, replays):
             pyro.sample("z", dist.Normal(x, 1.0))
 
     plain = LeanTrace_ELBO()
-    with pyro.validation_enabled(False):
-        for _ in range(3):
-            plain.differentiable_loss(model, guide, torch.randn(4))
+    run_steps(plain, model, guide, torch.randn(4))
     assert plain._recordings == {} and replays == []
 
 
 def test_a_replaced_parameter_gets_a_new_recording(binary_batch):
     vae = VAE(64, latent_dim=3, hidden=(16,))
     elbo = LeanTrace_ELBO()
+    run_steps(elbo, vae.model, vae.guide, binary_batch)
+    last = vae.likelihood.net.layers[-1]
+    last.bias = torch.nn.Parameter(torch.full_like(last.bias, 3.0))
     with pyro.validation_enabled(False):
-        for _ in range(3):
-            elbo.differentiable_loss(vae.model, vae.guide, binary_batch)
-        last = vae.likelihood.net.layers[-1]
-        last.bias = torch.nn.Parameter(torch.full_like(last.bias, 3.0))
-        params = list(vae.parameters())
-        for seed in range(3):
-            ours, grads = loss_and_grads(elbo.differentiable_loss, params, seed, vae.model,
-                                         vae.guide, binary_batch)
-            ref, ref_grads = loss_and_grads(Trace_ELBO().differentiable_loss, params, seed,
-                                            vae.model, vae.guide, binary_batch)
-            assert torch.allclose(ours, ref, rtol=1e-6)
-            assert torch.allclose(grads[-1], ref_grads[-1], rtol=1e-5, atol=1e-6)
+        assert_same_as_trace_elbo(vae.model, vae.guide, list(vae.parameters()), binary_batch,
+                                  loss_fn=elbo.differentiable_loss)
     assert sum(isinstance(r, replay._Recording) for r in elbo._recordings.values()) == 2
 
 
@@ -222,16 +215,9 @@ def test_replays_a_quadrant_cvae_with_its_masks(binary_batch, replays):
     m = CVAE((1, 8, 8), condition="quadrants", quadrants=2, latent_dim=3, hidden=(32,))
     x, c = m.condition_batch(binary_batch, None)
     elbo = LeanTrace_ELBO()
-    params = list(m.parameters())
     with pyro.validation_enabled(False):
-        for seed in range(4):
-            ours, grads = loss_and_grads(elbo.differentiable_loss, params, seed, m.model,
-                                         m.guide, x, c, beta=0.5)
-            ref, ref_grads = loss_and_grads(Trace_ELBO().differentiable_loss, params, seed,
-                                            m.model, m.guide, x, c, beta=0.5)
-            assert torch.allclose(ours, ref, rtol=1e-6)
-            for a, b in zip(grads, ref_grads):
-                assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert_same_as_trace_elbo(m.model, m.guide, list(m.parameters()), x, c,
+                                  loss_fn=elbo.differentiable_loss, seeds=range(4), beta=0.5)
     assert len(replays) == 1 + 3  # the check, then calls 2 to 4
 
 
@@ -241,9 +227,7 @@ def test_replay_caches_do_not_keep_a_model_alive(binary_batch):
 
     vae = VAE(64, latent_dim=3, hidden=(16,))
     elbo = LeanTrace_ELBO()
-    with pyro.validation_enabled(False):
-        for _ in range(3):
-            elbo.differentiable_loss(vae.model, vae.guide, binary_batch)
+    run_steps(elbo, vae.model, vae.guide, binary_batch)
     alive = weakref.ref(vae)
     del vae, elbo
     gc.collect()
