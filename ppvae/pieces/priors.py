@@ -14,7 +14,7 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 class StandardNormal(dist.Normal):
     """N(0, 1) elementwise (``loc`` zeros, ``scale`` ones), with the log
     density written for it: log p(z) = -z^2 / 2 - log(2 pi) / 2, three
-    elementwise operations instead of the general Normal's eight (which
+    elementwise operations instead of the general Normal's nine (which
     subtract the zero mean, divide by the unit variance and take the log of
     the unit scale). The same values up to float rounding."""
 
