@@ -130,3 +130,22 @@ def test_binary_bernoulli_gradients_with_respect_to_logits_match_torch():
     (exact,) = torch.autograd.grad(
         (torch.distributions.Bernoulli(logits=logits).log_prob(x) * weight).sum(), logits)
     assert torch.allclose(ours, exact, rtol=1e-9, atol=2.1e-9)
+
+
+def test_distributions_expanded_to_their_own_shape_stay_themselves():
+    """Pyro's plates expand every site to the plate's shape; our distributions
+    skip the copy (and its autograd views) when the shape is already right,
+    and expand to any other shape as torch does."""
+    from ppvae.pieces.likelihoods import BinaryBernoulli
+    from ppvae.pieces.posteriors import ReparameterizedNormal
+
+    loc = torch.zeros(5, 3, requires_grad=True)
+    for d in (ReparameterizedNormal(loc, torch.ones(5, 3)),
+              BinaryBernoulli(logits=torch.zeros(5, 3))):
+        assert d.expand((5, 3)) is d
+        wider = d.expand((2, 5, 3))
+        assert type(wider) is type(d) and wider.batch_shape == (2, 5, 3)
+        value = torch.ones(2, 5, 3)
+        assert torch.allclose(wider.log_prob(value), d.log_prob(value[0]).expand(2, 5, 3))
+    guide_site = ReparameterizedNormal(loc, torch.ones(5, 3)).to_event(1)
+    assert guide_site.expand((5,)).base_dist is guide_site.base_dist

@@ -15,7 +15,8 @@ from the same global generator in the same order.
 Which pairs qualify: bound methods of one :class:`torch.nn.Module` that sets
 ``static_structure = True`` (ppvae's VAE and CVAE). A signature is recorded
 on its second occurrence (a one-off shape stays eager), and the recording is
-used only after it gave, on a copy of the random state, the eager result. The
+kept only if its replay gave the result of the eager run that the tracer
+made while recording. The
 signature includes the shapes, dtypes and devices of the arguments, whether
 gradients are on, and the identity of the module's parameters and buffers.
 
@@ -68,8 +69,9 @@ def replayed(recordings: dict, key: Hashable, function: Callable[..., Tensor],
         recordings[full_key] = None if _jit_trace is None else _Pending()
         return None
     if isinstance(recording, _Pending):
-        recording = _Recording.make(function, args, kwargs, state)
+        recording, result = _Recording.make(function, args, kwargs, state)
         recordings[full_key] = recording
+        return result
     return None if recording is None else recording(args, kwargs, state)
 
 
@@ -167,37 +169,60 @@ class _Recording:
 
     @classmethod
     def make(cls, function: Callable[..., Tensor], args: tuple, kwargs: dict,
-             state: tuple[Tensor, ...]) -> _Recording | None:
-        """Record ``function`` and check it against an eager call (both on
-        copies of the random state, which is left as it was); None if either
-        fails or they differ."""
+             state: tuple[Tensor, ...]) -> tuple[_Recording | None, Tensor | None]:
+        """Record ``function`` and replay the recording on this call.
+
+        The recording is made on a copy of the random state, and the tracer
+        runs ``function`` eagerly while it records: that run's result is the
+        reference. The replay then runs on the random state itself, so it
+        draws what the eager call would have drawn. If it gives the
+        reference, return the recording and the replay's result (this call's
+        value); otherwise, or if either fails, (None, None), with the random
+        state as it was before."""
         float_names = tuple(n for n, v in sorted(kwargs.items())
                             if isinstance(v, float) and v != 1.0)
         fixed = {n: v for n, v in kwargs.items() if n not in float_names}
         slots = [a is not None for a in args]
         n_args = sum(slots)
+        eager: list[Tensor] = []
 
         def run(*inputs: Tensor) -> Tensor:
             given = iter(inputs[:n_args])
             call_args = [next(given) if present else None for present in slots]
             floats = dict(zip(float_names, inputs[n_args:n_args + len(float_names)]))
-            return function(*call_args, **fixed, **floats)
+            result = function(*call_args, **fixed, **floats)
+            eager.append(result)
+            return result
 
         recording = cls(run, float_names)
         devices = cuda_devices(args)
+        saved = _random_state(devices)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the deprecation and tracer notes
                 with torch.random.fork_rng(devices=devices):
                     recording.function = _jit_trace(run, recording.inputs(args, kwargs, state),
                                                     check_trace=False)
-            with torch.random.fork_rng(devices=devices):
-                expected = function(*args, **kwargs)
-            with torch.random.fork_rng(devices=devices):
-                replayed = recording(args, kwargs, state)
+            expected = eager[0]
+            replayed = recording(args, kwargs, state)
+            same = (replayed.shape == expected.shape
+                    and replayed.requires_grad == expected.requires_grad
+                    and bool(torch.allclose(replayed.detach(), expected.detach(),
+                                            rtol=1e-5, atol=1e-4)))
         except Exception:  # anything the tracer cannot record: stay eager
-            return None
-        same = (replayed.shape == expected.shape
-                and replayed.requires_grad == expected.requires_grad
-                and bool(torch.allclose(replayed, expected, rtol=1e-5, atol=1e-4)))
-        return recording if same else None
+            same = False
+        if not same:
+            _set_random_state(devices, saved)
+            return None, None
+        return recording, replayed
+
+
+def _random_state(devices: list[torch.device]) -> tuple[Tensor, list[Tensor]]:
+    """The CPU generator's state and that of each CUDA device in ``devices``."""
+    return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
+
+
+def _set_random_state(devices: list[torch.device], saved: tuple[Tensor, list[Tensor]]) -> None:
+    torch.set_rng_state(saved[0])
+    for device, cuda_state in zip(devices, saved[1]):
+        torch.cuda.set_rng_state(cuda_state, device)

@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.functional import hardtanh, logsigmoid, softplus
 
+from ppvae.pieces.expansion import KeepsOwnShape
+
 LOGIT_CEILING = 20.0
 _FLOAT_LOWEST = -3.0e38  # hardtanh's lower bound: no bound for float32 values
 
@@ -87,7 +89,7 @@ def _is_binary(x: Tensor, bounds: tuple[float, float] | None = None) -> bool:
     return all(torch.dot(c, 1 - c).item() == 0 for c in chunks)
 
 
-class BinaryBernoulli(dist.Bernoulli):
+class BinaryBernoulli(KeepsOwnShape, dist.Bernoulli):
     """Bernoulli(logits) with a faster log density for values in {0, 1}.
 
     With v = (2x - 1) * logits, log p(x) = logsigmoid(v) = -log1p(exp(-v)) for

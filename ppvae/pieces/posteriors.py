@@ -10,13 +10,13 @@ from __future__ import annotations
 import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
-from torch.distributions.utils import _standard_normal
 from torch.nn.functional import softplus
 
+from ppvae.pieces.expansion import KeepsOwnShape
 from ppvae.pieces.priors import HALF_LOG_2PI
 
 
-class ReparameterizedNormal(dist.Normal):
+class ReparameterizedNormal(KeepsOwnShape, dist.Normal):
     """Normal(loc, scale) that scores its own reparameterized draws from the
     noise that made them.
 
@@ -42,7 +42,11 @@ class ReparameterizedNormal(dist.Normal):
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
-        eps = _standard_normal(shape, dtype=self.loc.dtype, device=self.loc.device)
+        # torch.randn fills like Normal.rsample's _standard_normal (the same
+        # draws from the same generator) but is one operation also while the
+        # trainer records the step, where _standard_normal builds zeros and
+        # ones tensors for torch.normal
+        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
         value = self.loc + eps * self.scale
         self._draw = (value, eps)
         return value

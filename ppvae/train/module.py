@@ -32,6 +32,7 @@ validation set.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import lightning as L
@@ -97,7 +98,7 @@ class SVIModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         pyro.set_rng_seed(epoch_seed(self.seed, self.current_epoch, 2, self.global_rank) % 2**32)
-        self._epoch_losses: list[Tensor] = []  # per step: the loss per point, and
+        self._epoch_losses: list[float] = []  # per step: the loss per point, and
         self._epoch_points: list[int] = []  # the number of points
         self._epoch_mean: float | None = None
 
@@ -136,7 +137,8 @@ class SVIModule(L.LightningModule):
         with pyro.validation_enabled(is_validation_enabled() and self.global_step == 0):
             loss = self.loss(self.model, batch, self.kl_weight(index, total))
         points = self.loss.num_points(batch)
-        finite, weight = bool(torch.isfinite(loss)), 1.0
+        value = loss.item()  # one host read (torch.isfinite costs three more operations)
+        finite, weight = math.isfinite(value), 1.0
         if self.trainer.world_size > 1:
             stats = self.trainer.strategy.reduce(
                 torch.tensor([points, not finite], dtype=torch.float64, device=self.device),
@@ -144,13 +146,13 @@ class SVIModule(L.LightningModule):
             finite, weight = bool(stats[1] == 0), points * self.trainer.world_size / float(stats[0])
         if not finite:
             raise TrainingDiverged(
-                f"the loss became {loss.item()} at epoch {self.current_epoch + 1}, "
+                f"the loss became {value} at epoch {self.current_epoch + 1}, "
                 f"batch {index + 1}; no update was made with it. "
                 "Try a smaller learning rate, KL warm-up, or check the data."
             )
         # kept here and logged once per epoch (a Lightning log call per step
         # costs about as much as a small network's forward pass)
-        self._epoch_losses.append(loss.detach())
+        self._epoch_losses.append(value)
         self._epoch_points.append(points)
         return loss * weight if weight != 1.0 else loss
 
@@ -159,8 +161,7 @@ class SVIModule(L.LightningModule):
         processes together under data parallelism)."""
         if self._epoch_mean is None:
             points = torch.tensor(self._epoch_points, dtype=torch.float64, device=self.device)
-            losses = (torch.stack(self._epoch_losses).double() if self._epoch_losses
-                      else torch.zeros(0, dtype=torch.float64, device=self.device))
+            losses = torch.tensor(self._epoch_losses, dtype=torch.float64, device=self.device)
             totals = torch.stack([-(losses * points).sum(), points.sum()])
             totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
             self._epoch_mean = float(totals[0] / totals[1].clamp(min=1))
