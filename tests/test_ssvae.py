@@ -52,16 +52,36 @@ def test_labelled_elbo_term(small, binary_batch):
 
 
 def test_semi_supervised_objective_adds_the_classification_term(small, binary_batch):
+    """-[U(x_u) + w (ELBO(x_l, y_l) + alpha log q(y_l | x_l))] / (n_u + w n_l)."""
     x_l, y_l, x_u = binary_batch[:4], torch.tensor([0, 1, 2, 3]), binary_batch[4:10]
-    for alpha in (0.0, 10.0):
+    for alpha, w in ((0.0, 1.0), (10.0, 1.0), (10.0, 0.05)):
         pyro.set_rng_seed(1)
-        got = SemiSupervisedELBO(alpha)(small, (x_l, y_l, x_u), 1.0)
+        got = SemiSupervisedELBO(alpha, labelled_weight=w)(small, (x_l, y_l, x_u), 1.0)
         pyro.set_rng_seed(1)
         enum = TraceEnum_ELBO(max_plate_nesting=1)
         expected = (enum.differentiable_loss(small.model, small.guide, x_u, beta=1.0)
-                    + Trace_ELBO().differentiable_loss(small.model, small.guide, x_l, y_l)
-                    - alpha * small.classifier_log_prob(x_l, y_l).sum()) / 10
+                    + w * (Trace_ELBO().differentiable_loss(small.model, small.guide, x_l, y_l)
+                           - alpha * small.classifier_log_prob(x_l, y_l).sum())) / (6 + 4 * w)
         assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="labelled_weight"):
+        SemiSupervisedELBO(10.0, labelled_weight=0.0)
+
+
+def test_dataset_weighting_counts_every_training_image_once_per_epoch(digits, monkeypatch):
+    """labelled_weight="dataset": w = (N_l / n_l) / (N_u / n_u)."""
+    from ppvae.train import module
+
+    seen = []
+    real = module.training_loss
+    monkeypatch.setattr(module, "training_loss", lambda *a, **k: seen.append(k) or real(*a, **k))
+    m = SSVAE(digits.image_shape, latent_dim=2, hidden=(16,))
+    labels = label_split(digits.train, 50, 10, seed=0)
+    ppvae.fit(m, digits, labels=labels, epochs=1, batch_size=32, labelled_per_batch=8,
+              labelled_weight="dataset", progress=False)
+    n_u = len(digits.train) - 50
+    assert seen[-1]["labelled_weight"] == pytest.approx((50 / 8) / (n_u / 32))
+    with pytest.raises(ValueError, match="labelled_weight"):
+        ppvae.fit(m, digits, labels=labels, epochs=1, labelled_weight="paper", progress=False)
 
 
 def test_log_likelihood_marginalizes_y_exactly():

@@ -62,17 +62,18 @@ class PairLoss:
 
 
 def training_loss(model: Any, objective: str = "elbo", num_particles: int = 1, *,
-                  dreg: bool = False, alpha: float = 50.0) -> Any:
+                  dreg: bool = False, alpha: float = 50.0, labelled_weight: float = 1.0) -> Any:
     """The loss ppvae's trainer minimizes for ``model``: a callable
     ``(model, batch, beta) -> negative objective per data point`` with a
     ``validate(model, batch)`` method returning validation metrics.
 
     Semi-supervised models (``model.semi_supervised``) train on batches
     ``(x_l, y_l, x_u)`` with :class:`SemiSupervisedELBO` (objective "elbo"
-    only); the others on ``(x,)`` with the named objective.
+    only; ``alpha`` and ``labelled_weight`` are its settings); the others on
+    ``(x,)`` with the named objective.
     """
     if getattr(model, "semi_supervised", False):
         if objective != "elbo" or dreg:
             raise ValueError("semi-supervised models train with objective='elbo' only")
-        return SemiSupervisedELBO(alpha, num_particles)
+        return SemiSupervisedELBO(alpha, num_particles, labelled_weight)
     return PairLoss(make_objective(objective, num_particles, dreg=dreg))

@@ -163,6 +163,7 @@ def fit(
     labels: LabelSplit | int | None = None,
     labelled_per_batch: int | None = None,
     alpha: float = 50.0,
+    labelled_weight: float | str = 1.0,
     kl_warmup_epochs: float = 0.0,
     patience: int | None = None,
     seed: int = 0,
@@ -207,7 +208,16 @@ def fit(
             unlabelled.
         labelled_per_batch: labelled points in each batch of a semi-supervised
             model, beside ``batch_size`` unlabelled ones (default batch_size // 10).
-        alpha: weight of the classification term of a semi-supervised model.
+        alpha: weight of the classification term of a semi-supervised model,
+            per labelled point.
+        labelled_weight: weight of a labelled point against an unlabelled one
+            in the batches of a semi-supervised model: a number, or
+            ``"dataset"`` for (N_l / n_l) / (N_u / n_u) (N_l labelled and N_u
+            unlabelled training points, n_l and n_u of them per batch), with
+            which every training image counts once per epoch, as in the
+            objective of Kingma et al. (2014) summed over the training set;
+            with 1 the labelled points, seen in every batch, count more (see
+            :mod:`ppvae.infer.semisupervised`).
         kl_warmup_epochs: epochs over which the KL weight rises linearly to beta.
         patience: stop after this many epochs without a better validation ELBO
             (None: no early stopping).
@@ -240,6 +250,10 @@ def fit(
         raise ValueError("objective='iwae' bounds log p(x): it takes no beta != 1 or KL warm-up")
     if resume and out_dir is None:
         raise ValueError("resume=True needs the out_dir of the run to resume")
+    if labelled_weight != "dataset" and (isinstance(labelled_weight, str)
+                                         or not labelled_weight > 0):
+        raise ValueError(f"labelled_weight must be a positive number or 'dataset', "
+                         f"got {labelled_weight!r}")
     trainer: L.Trainer | None = None
     train_batches, val_batches = _batches(
         model, data, labels, batch_size=batch_size, labelled_per_batch=labelled_per_batch,
@@ -247,7 +261,8 @@ def fit(
         shard=lambda: (trainer.global_rank, trainer.world_size))
     L.seed_everything(seed, verbose=False)
     module = SVIModule(model, objective=objective, num_particles=num_particles, dreg=dreg,
-                       alpha=alpha, lr=lr, kl_warmup_epochs=kl_warmup_epochs, seed=seed)
+                       alpha=alpha, labelled_weight=_labelled_weight(labelled_weight, train_batches),
+                       lr=lr, kl_warmup_epochs=kl_warmup_epochs, seed=seed)
     history_cb = HistoryCallback()
     early = EarlyStopping(monitor="val_elbo", mode="max", patience=patience or 0)
     use_early = patience is not None and val_batches is not None
@@ -280,6 +295,17 @@ def fit(
     if restore_best and history_cb.best_state is not None:
         model.load_state_dict(history_cb.best_state)
     return history
+
+
+def _labelled_weight(setting: float | str, batches: Iterable) -> float:
+    """The weight of a labelled point in semi-supervised batches (``fit``'s
+    ``labelled_weight``)."""
+    if setting == "dataset":
+        if not isinstance(batches, MixedBatches):
+            return 1.0  # not semi-supervised: no labelled points to weigh
+        n_l, n_u = batches.labelled_per_batch, batches.unlabelled.batch_size
+        return (len(batches.labelled[0]) / n_l) / (len(batches.unlabelled.tensors[0]) / n_u)
+    return float(setting)
 
 
 def _writers(out_dir: Path, callbacks: list[L.Callback]) -> list:

@@ -61,6 +61,9 @@ class SVIModule(L.LightningModule):
         num_particles: samples of z per data point in each step.
         dreg: doubly-reparameterized guide gradients (``"iwae"`` only).
         alpha: weight of the classification term of semi-supervised models.
+        labelled_weight: weight of a labelled point against an unlabelled one
+            in semi-supervised batches
+            (:class:`ppvae.infer.semisupervised.SemiSupervisedELBO`).
         lr: Adam learning rate.
         kl_warmup_epochs: linearly raise the KL weight from 0 to beta over this
             many epochs (Bowman et al. 2016; Sønderby et al. 2016); 0 disables.
@@ -76,6 +79,7 @@ class SVIModule(L.LightningModule):
         num_particles: int = 1,
         dreg: bool = False,
         alpha: float = 50.0,
+        labelled_weight: float = 1.0,
         lr: float = 1e-3,
         kl_warmup_epochs: float = 0.0,
         seed: int = 0,
@@ -83,7 +87,8 @@ class SVIModule(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False  # one Adam step per batch of a group
         self.model = model
-        self.loss = training_loss(model, objective, num_particles, dreg=dreg, alpha=alpha)
+        self.loss = training_loss(model, objective, num_particles, dreg=dreg, alpha=alpha,
+                                  labelled_weight=labelled_weight)
         self.lr = lr
         self.kl_warmup_epochs = kl_warmup_epochs
         self.seed = seed
