@@ -30,6 +30,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json
+import math
 import sys
 import time
 import tomllib
@@ -398,6 +399,19 @@ def cmd_latent_map(args: argparse.Namespace) -> int:
     return 0
 
 
+def _labelled_weight(text: str) -> float | str:
+    """``--labelled-weight``: "dataset" or a positive number."""
+    if text == "dataset":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'dataset', got {text!r}")
+    return value
+
+
 def cmd_ssl(args: argparse.Namespace) -> int:
     from ppvae.experiments import markdown_table, run_ssl
 
@@ -409,7 +423,7 @@ def cmd_ssl(args: argparse.Namespace) -> int:
             m1_epochs=args.m1_epochs, supervised_epochs=args.supervised_epochs,
             latent_dim=args.latent_dim, m1_latent_dim=args.m1_latent_dim, hidden=args.hidden,
             classifier_hidden=args.classifier_hidden, alpha=args.alpha,
-            labelled_per_batch=args.labelled_per_batch, batch_size=args.batch_size, lr=args.lr,
+            labelled_weight=args.labelled_weight, labelled_per_batch=args.labelled_per_batch, batch_size=args.batch_size, lr=args.lr,
             max_minutes=args.max_minutes, accelerator=args.accelerator)
     except KeyboardInterrupt:
         print(f"ppvae: interrupted; the same command with --out {out} continues the experiment",
@@ -584,6 +598,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hidden widths of q(y | x) and of the baseline (default: --hidden)")
     g.add_argument("--alpha", type=float, default=50.0,
                    help="weight of M2's classification term alpha * log q(y | x) (%(default)s)")
+    g.add_argument("--labelled-weight", type=_labelled_weight, default=1.0,
+                   help="weight of a labelled image against an unlabelled one in M2's batches: "
+                        "a number, or 'dataset' for the paper's objective summed over the "
+                        "training set (every image once per epoch) (%(default)s)")
     g.add_argument("--labelled-per-batch", type=int, default=16,
                    help="labelled images in each M2 batch (%(default)s)")
     g.add_argument("--batch-size", type=int, default=32,

@@ -97,6 +97,8 @@ def test_bad_label_counts_fail_before_training(tmp_path, calls, labels):
     (dict(seeds=()), "seeds must not be empty"),
     (dict(epochs=0), "epochs must be at least 1"),
     (dict(max_minutes=0), "max_minutes must be positive"),
+    (dict(labelled_weight=0.0), "labelled_weight must be a positive number"),
+    (dict(labelled_weight="paper"), "labelled_weight must be a positive number"),
 ])
 def test_bad_arguments_fail_before_training(tmp_path, calls, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -117,6 +119,30 @@ def test_time_limit_reaches_every_generative_fit(tmp_path, monkeypatch):
                       **{**TINY, "max_minutes": 0.5})
     assert sorted(limits) == [("SSVAE", 0.5), ("SSVAE", 0.5), ("VAE", 0.5)]
     assert results["config"]["max_minutes"] == 0.5
+
+
+def test_labelled_weight_reaches_m2s_fit(tmp_path, monkeypatch):
+    weights = []
+
+    def recording(model, *args, **kwargs):
+        weights.append(kwargs.get("labelled_weight"))
+        return fit(model, *args, **kwargs)
+
+    fit = ssl.fit
+    monkeypatch.setattr(ssl, "fit", recording)
+    results = run_ssl(tmp_path / "run", labels=(50,), methods=("m2",),
+                      **{**TINY, "labelled_weight": "dataset"})
+    assert weights == ["dataset"] and results["config"]["labelled_weight"] == "dataset"
+
+
+def test_results_written_before_labelled_weight_resume(finished, calls):
+    """Files from before the setting existed were run with weight 1."""
+    path = finished[0] / "ssl_results.json"
+    stored = json.loads(path.read_text())
+    del stored["config"]["labelled_weight"]
+    path.write_text(json.dumps(stored))
+    results = run_ssl(finished[0], labels=(50,), seeds=(0,), **TINY)
+    assert calls == {} and len(results["records"]) == len(stored["records"])
 
 
 def test_results_of_other_settings_are_not_mixed(finished, calls):
@@ -153,6 +179,12 @@ def test_cli_defaults_match_the_settings():
                                              else default), field.name
     assert (args.dataset, args.labels, args.seeds, tuple(args.methods)) == (
         "digits", [100], [0], METHODS)
+    parse = build_parser().parse_args
+    assert parse(["ssl", "--labelled-weight", "dataset"]).labelled_weight == "dataset"
+    assert parse(["ssl", "--labelled-weight", "0.25"]).labelled_weight == 0.25
+    for bad in ("0", "-1", "paper"):
+        with pytest.raises(SystemExit):
+            parse(["ssl", "--labelled-weight", bad])
 
 
 def test_cli_end_to_end(tmp_path, capsys):

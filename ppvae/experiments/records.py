@@ -17,15 +17,18 @@ def unique(values: Sequence[Hashable], name: str) -> list:
     return kept
 
 
-def read_records(path: Path, config: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+def read_records(path: Path, config: dict[str, Any], kind: str,
+                 added: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The records of an earlier run stored in ``path`` as ``{"config",
     "records", ...}`` (none if the file does not exist), refusing a file that
-    is not a ppvae ``kind`` results file or holds results of other settings."""
+    is not a ppvae ``kind`` results file or holds results of other settings.
+    ``added``: settings introduced after such files were first written, with
+    the value that files without them were run with."""
     if not path.is_file():
         return []
     try:
         results = json.loads(path.read_text())
-        stored, records = results["config"], results["records"]
+        stored, records = {**(added or {}), **results["config"]}, results["records"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{path} is not a ppvae {kind} results file ({e!r})") from None
     differ = sorted(k for k in config.keys() | stored.keys() if config.get(k) != stored.get(k))

@@ -94,7 +94,11 @@ class SSLSettings:
         hidden: hidden widths of every VAE's encoder (decoders mirror them).
         classifier_hidden: hidden widths of q(y | x) and of the baseline
             (None: ``hidden``).
-        alpha: weight of M2's classification term alpha * log q(y | x).
+        alpha: weight of M2's classification term alpha * log q(y | x), per
+            labelled image.
+        labelled_weight: weight of a labelled image against an unlabelled one
+            in M2's batches: a number, or ``"dataset"`` for the paper's
+            objective summed over the training set (:func:`ppvae.fit`).
         labelled_per_batch: labelled points in each M2 batch.
         batch_size: unlabelled points in each M2 batch; M1's batch size.
         lr: Adam learning rate of every model.
@@ -110,6 +114,7 @@ class SSLSettings:
     hidden: tuple[int, ...] = (256, 128)
     classifier_hidden: tuple[int, ...] | None = None
     alpha: float = 50.0
+    labelled_weight: float | str = 1.0
     labelled_per_batch: int = 16
     batch_size: int = 32
     lr: float = 1e-3
@@ -124,6 +129,11 @@ class SSLSettings:
             raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.alpha < 0 or self.lr <= 0:
             raise ValueError(f"alpha must be >= 0 and lr > 0, got {self.alpha} and {self.lr}")
+        if self.labelled_weight != "dataset":
+            if isinstance(self.labelled_weight, str) or not self.labelled_weight > 0:
+                raise ValueError("labelled_weight must be a positive number or 'dataset', "
+                                 f"got {self.labelled_weight!r}")
+            object.__setattr__(self, "labelled_weight", float(self.labelled_weight))
         object.__setattr__(self, "hidden", tuple(self.hidden))
         if self.classifier_hidden is not None:
             object.__setattr__(self, "classifier_hidden", tuple(self.classifier_hidden))
@@ -179,7 +189,7 @@ def run_ssl(
         label_split(data.train, n, data.num_classes)  # a bad count fails before any training
     out_dir = Path(out_dir)
     config = json.loads(json.dumps({"dataset": data.name, **asdict(settings)}))
-    records = read_records(out_dir / RESULTS_JSON, config, "ssl")
+    records = read_records(out_dir / RESULTS_JSON, config, "ssl", added={"labelled_weight": 1.0})
     _write_results(out_dir, config, records)
     runner = _Runner(data, settings, out_dir, progress, accelerator)
     done = {(r["method"], r["labels"], r["seed"]) for r in records}
@@ -275,6 +285,7 @@ class _Runner:
                    likelihood=likelihood, classifier_hidden=s.classifier_hidden)
         history = fit(m2, data, labels=label_split(data.train, num_labels, data.num_classes, seed),
                       epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, alpha=s.alpha,
+                      labelled_weight=s.labelled_weight,
                       labelled_per_batch=s.labelled_per_batch, seed=seed, progress=self.progress,
                       max_minutes=s.max_minutes, accelerator=self.accelerator)
         return _error(m2.predict(data.test.x), data.test.y), history.epochs
