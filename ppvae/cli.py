@@ -423,7 +423,8 @@ def cmd_ssl(args: argparse.Namespace) -> int:
             m1_epochs=args.m1_epochs, supervised_epochs=args.supervised_epochs,
             latent_dim=args.latent_dim, m1_latent_dim=args.m1_latent_dim, hidden=args.hidden,
             classifier_hidden=args.classifier_hidden, alpha=args.alpha,
-            labelled_weight=args.labelled_weight, labelled_per_batch=args.labelled_per_batch, batch_size=args.batch_size, lr=args.lr,
+            labelled_weight=args.labelled_weight, labelled_per_batch=args.labelled_per_batch,
+            batch_size=args.batch_size, lr=args.lr,
             max_minutes=args.max_minutes, accelerator=args.accelerator)
     except KeyboardInterrupt:
         print(f"ppvae: interrupted; the same command with --out {out} continues the experiment",

@@ -16,9 +16,9 @@ Which pairs qualify: bound methods of one :class:`torch.nn.Module` that sets
 ``static_structure = True`` (ppvae's VAE and CVAE). A signature is recorded
 on its second occurrence (a one-off shape stays eager), and the recording is
 kept only if its replay gave the result of the eager run that the tracer
-made while recording. The
-signature includes the shapes, dtypes and devices of the arguments, whether
-gradients are on, and the identity of the module's parameters and buffers.
+made while recording. The signature includes the shapes, dtypes and devices
+of the arguments, whether gradients are on, and the identity of the module's
+parameters and buffers.
 
 Used by the trainer's ELBO (:class:`ppvae.infer.lean_elbo.LeanTrace_ELBO`).
 The importance-weighted estimator does not use it: there the Python saved

@@ -85,7 +85,7 @@ def _is_binary(x: Tensor, bounds: tuple[float, float] | None = None) -> bool:
     if not _in_unit_interval(x, bounds):
         return False
     flat = x.reshape(-1)
-    chunks = torch.split(flat, 2**17)  # bounded temporaries, kept in cache (2 MB)
+    chunks = torch.split(flat, 2**17)  # bounded temporaries (512 KB), kept in cache
     return all(torch.dot(c, 1 - c).item() == 0 for c in chunks)
 
 
