@@ -498,6 +498,6 @@ def test_real_torchvision_layout(real_root, tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for stem in IDX_STEMS:  # links, not copies
-        (raw / f"{stem}.gz").symlink_to(Path(real_root, "mnist", f"{stem}.gz"))
+        (raw / f"{stem}.gz").symlink_to(Path(real_root, "mnist", f"{stem}.gz").resolve())
     data = load_dataset("mnist", tmp_path, binarize="dynamic")
     assert len(data.test) == 10000 and is_binary(data.test.x) and not is_binary(data.train.x)
