@@ -74,6 +74,7 @@ from ppvae.nn import make_encoder
 from ppvae.plots import plot_ssl_errors
 from ppvae.train import fit
 from ppvae.train.classifier import fit_classifier
+from ppvae.train.fit import check_labelled_weight
 
 METHODS: tuple[str, ...] = ("m2", "m1m2", "supervised")
 RESULTS_JSON = "ssl_results.json"
@@ -129,11 +130,7 @@ class SSLSettings:
             raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.alpha < 0 or self.lr <= 0:
             raise ValueError(f"alpha must be >= 0 and lr > 0, got {self.alpha} and {self.lr}")
-        if self.labelled_weight != "dataset":
-            if isinstance(self.labelled_weight, str) or not self.labelled_weight > 0:
-                raise ValueError("labelled_weight must be a positive number or 'dataset', "
-                                 f"got {self.labelled_weight!r}")
-            object.__setattr__(self, "labelled_weight", float(self.labelled_weight))
+        object.__setattr__(self, "labelled_weight", check_labelled_weight(self.labelled_weight))
         object.__setattr__(self, "hidden", tuple(self.hidden))
         if self.classifier_hidden is not None:
             object.__setattr__(self, "classifier_hidden", tuple(self.classifier_hidden))

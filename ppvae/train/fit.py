@@ -250,10 +250,7 @@ def fit(
         raise ValueError("objective='iwae' bounds log p(x): it takes no beta != 1 or KL warm-up")
     if resume and out_dir is None:
         raise ValueError("resume=True needs the out_dir of the run to resume")
-    if labelled_weight != "dataset" and (isinstance(labelled_weight, str)
-                                         or not labelled_weight > 0):
-        raise ValueError(f"labelled_weight must be a positive number or 'dataset', "
-                         f"got {labelled_weight!r}")
+    labelled_weight = check_labelled_weight(labelled_weight)
     trainer: L.Trainer | None = None
     train_batches, val_batches = _batches(
         model, data, labels, batch_size=batch_size, labelled_per_batch=labelled_per_batch,
@@ -297,6 +294,17 @@ def fit(
     return history
 
 
+def check_labelled_weight(setting: float | str) -> float | str:
+    """``fit``'s ``labelled_weight``: ``"dataset"`` or a positive number (as a
+    float); raises ``ValueError`` otherwise."""
+    if setting == "dataset":
+        return setting
+    if isinstance(setting, str) or not setting > 0:
+        raise ValueError(f"labelled_weight must be a positive number or 'dataset', "
+                         f"got {setting!r}")
+    return float(setting)
+
+
 def _labelled_weight(setting: float | str, batches: Iterable) -> float:
     """The weight of a labelled point in semi-supervised batches (``fit``'s
     ``labelled_weight``)."""
@@ -305,7 +313,7 @@ def _labelled_weight(setting: float | str, batches: Iterable) -> float:
             return 1.0  # not semi-supervised: no labelled points to weigh
         n_l, n_u = batches.labelled_per_batch, batches.unlabelled.batch_size
         return (len(batches.labelled[0]) / n_l) / (len(batches.unlabelled.tensors[0]) / n_u)
-    return float(setting)
+    return setting
 
 
 def _writers(out_dir: Path, callbacks: list[L.Callback]) -> list:
