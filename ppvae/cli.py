@@ -425,7 +425,8 @@ def cmd_ssl(args: argparse.Namespace) -> int:
             classifier_hidden=args.classifier_hidden, alpha=args.alpha,
             labelled_weight=args.labelled_weight, labelled_per_batch=args.labelled_per_batch,
             batch_size=args.batch_size, lr=args.lr,
-            max_minutes=args.max_minutes, accelerator=args.accelerator)
+            max_minutes=args.max_minutes, likelihood=args.likelihood,
+            accelerator=args.accelerator)
     except KeyboardInterrupt:
         print(f"ppvae: interrupted; the same command with --out {out} continues the experiment",
               file=sys.stderr)
@@ -610,6 +611,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (%(default)s)")
     g.add_argument("--max-minutes", type=float,
                    help="training-time limit of each M2 and M1 fit, in minutes (none)")
+    g.add_argument("--likelihood", choices=["bernoulli", "continuous-bernoulli", "gaussian"],
+                   default="bernoulli",
+                   help="observation model of M2 and M1: bernoulli on dynamically binarized "
+                        "images, or one for the grey levels, which every method then sees "
+                        "(%(default)s)")
     g.add_argument("--accelerator", default="cpu",
                    help="Lightning accelerator for M2 and M1: cpu, gpu, auto (%(default)s)")
     ssl.set_defaults(func=cmd_ssl)

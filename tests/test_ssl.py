@@ -99,6 +99,7 @@ def test_bad_label_counts_fail_before_training(tmp_path, calls, labels):
     (dict(max_minutes=0), "max_minutes must be positive"),
     (dict(labelled_weight=0.0), "labelled_weight must be a positive number"),
     (dict(labelled_weight="paper"), "labelled_weight must be a positive number"),
+    (dict(likelihood="poisson"), "unknown likelihood 'poisson'"),
 ])
 def test_bad_arguments_fail_before_training(tmp_path, calls, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -135,11 +136,39 @@ def test_labelled_weight_reaches_m2s_fit(tmp_path, monkeypatch):
     assert weights == ["dataset"] and results["config"]["labelled_weight"] == "dataset"
 
 
+def test_grey_likelihood_reaches_every_model_and_its_data(tmp_path, monkeypatch):
+    """With a likelihood for grey levels, M2 and M1 use it and every method,
+    the baseline too, trains and is tested on the grey images."""
+    seen = []
+
+    def recording(name, train):
+        def wrapper(model, data, *args, **kwargs):
+            likelihood = getattr(model, "config", {}).get("likelihood")
+            seen.append((name, type(model).__name__, likelihood, data.binarize,
+                         bool(((data.train.x > 0) & (data.train.x < 1)).any())))
+            return train(model, data, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(ssl, "fit", recording("fit", ssl.fit))
+    monkeypatch.setattr(ssl, "fit_classifier", recording("classifier", ssl.fit_classifier))
+    results = run_ssl(tmp_path / "run", labels=(50,), **{**TINY,
+                                                        "likelihood": "continuous-bernoulli"})
+    cb = "continuous-bernoulli"
+    assert seen == [("fit", "SSVAE", cb, None, True),   # m2 on grey images
+                    ("fit", "VAE", cb, None, True),     # M1 of m1m2 on grey images
+                    ("fit", "SSVAE", "gaussian", None, True),  # M2 on M1's codes
+                    ("classifier", "MLP", None, None, True)]
+    assert results["config"]["likelihood"] == cb
+    assert all(0 <= r["test_error"] <= 1 for r in results["records"])
+
+
 def test_results_written_before_labelled_weight_resume(finished, calls):
-    """Files from before the setting existed were run with weight 1."""
+    """Files from before the settings existed were run with weight 1 and a
+    Bernoulli likelihood."""
     path = finished[0] / "ssl_results.json"
     stored = json.loads(path.read_text())
     del stored["config"]["labelled_weight"]
+    del stored["config"]["likelihood"]
     path.write_text(json.dumps(stored))
     results = run_ssl(finished[0], labels=(50,), seeds=(0,), **TINY)
     assert calls == {} and len(results["records"]) == len(stored["records"])
@@ -182,6 +211,7 @@ def test_cli_defaults_match_the_settings():
     parse = build_parser().parse_args
     assert parse(["ssl", "--labelled-weight", "dataset"]).labelled_weight == "dataset"
     assert parse(["ssl", "--labelled-weight", "0.25"]).labelled_weight == 0.25
+    assert parse(["ssl", "--likelihood", "gaussian"]).likelihood == "gaussian"
     for bad in ("0", "-1", "paper"):
         with pytest.raises(SystemExit):
             parse(["ssl", "--labelled-weight", bad])

@@ -71,6 +71,7 @@ from ppvae.experiments.records import read_records, unique
 from ppvae.io import atomic_write, load, save
 from ppvae.models import SSVAE, VAE
 from ppvae.nn import make_encoder
+from ppvae.pieces import LIKELIHOODS
 from ppvae.plots import plot_ssl_errors
 from ppvae.train import fit
 from ppvae.train.classifier import fit_classifier
@@ -105,6 +106,11 @@ class SSLSettings:
         lr: Adam learning rate of every model.
         max_minutes: training-time limit of each M2 and M1 fit, in minutes
             (None: no limit); the records keep the epochs each fit reached.
+        likelihood: the observation model of M2 (and of M1) on the images:
+            ``"bernoulli"`` on dynamically binarized images (the test images
+            binarized once), or ``"continuous-bernoulli"`` / ``"gaussian"``
+            on the grey levels themselves; every method, the baseline too,
+            then sees the images in that form.
     """
 
     epochs: int = 100
@@ -120,8 +126,12 @@ class SSLSettings:
     batch_size: int = 32
     lr: float = 1e-3
     max_minutes: float | None = None
+    likelihood: str = "bernoulli"
 
     def __post_init__(self) -> None:
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of "
+                             f"{sorted(LIKELIHOODS)}")
         for name in ("epochs", "m1_epochs", "supervised_epochs", "latent_dim", "m1_latent_dim",
                      "labelled_per_batch", "batch_size"):
             if getattr(self, name) < 1:
@@ -181,12 +191,14 @@ def run_ssl(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-    data = load_dataset(dataset, data_root, binarize="dynamic")
+    data = load_dataset(dataset, data_root,
+                        binarize="dynamic" if settings.likelihood == "bernoulli" else None)
     for n in labels:
         label_split(data.train, n, data.num_classes)  # a bad count fails before any training
     out_dir = Path(out_dir)
     config = json.loads(json.dumps({"dataset": data.name, **asdict(settings)}))
-    records = read_records(out_dir / RESULTS_JSON, config, "ssl", added={"labelled_weight": 1.0})
+    records = read_records(out_dir / RESULTS_JSON, config, "ssl",
+                           added={"labelled_weight": 1.0, "likelihood": "bernoulli"})
     _write_results(out_dir, config, records)
     runner = _Runner(data, settings, out_dir, progress, accelerator)
     done = {(r["method"], r["labels"], r["seed"]) for r in records}
@@ -255,7 +267,8 @@ class _Runner:
                 "dataset": self.data.name, **extra}
 
     def m2(self, num_labels: int, seed: int) -> tuple[float, int, dict[str, Any]]:
-        return *self._fit_m2(self.data, num_labels, seed, self.data.image_shape, "bernoulli"), {}
+        return (*self._fit_m2(self.data, num_labels, seed, self.data.image_shape,
+                              self.settings.likelihood), {})
 
     def m1m2(self, num_labels: int, seed: int) -> tuple[float, int, dict[str, Any]]:
         codes, m1_info = self._m1_codes(seed)
@@ -292,7 +305,9 @@ class _Runner:
         M1's ``m1_epochs`` / ``m1_seconds``; M1 is trained on first use."""
         if seed not in self._codes:
             m1, info = self._m1(seed)
-            x_train = binarize(self.data.train.x, torch.Generator().manual_seed(seed))
+            x_train = self.data.train.x
+            if self.data.binarize == "dynamic":  # M1's codes of one binarization
+                x_train = binarize(x_train, torch.Generator().manual_seed(seed))
             splits = [Split(m1.encode(x), split.y) for x, split in (
                 (x_train, self.data.train), (self.data.val.x, self.data.val),
                 (self.data.test.x, self.data.test))]
@@ -310,7 +325,8 @@ class _Runner:
             return load(path), json.loads((path / "training.json").read_text())
         s = self.settings
         pyro.set_rng_seed(seed)
-        m1 = VAE(self.data.image_shape, latent_dim=s.m1_latent_dim, hidden=s.hidden)
+        m1 = VAE(self.data.image_shape, latent_dim=s.m1_latent_dim, hidden=s.hidden,
+                 likelihood=s.likelihood)
         history = fit(m1, self.data, epochs=s.m1_epochs, batch_size=s.batch_size, lr=s.lr,
                       seed=seed, progress=self.progress, max_minutes=s.max_minutes,
                       accelerator=self.accelerator)
