@@ -15,9 +15,11 @@ distribution parameters.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import islice
 
 import torch
 from torch import Tensor, nn
+from torch.nn.functional import linear
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -55,6 +57,15 @@ class MLP(nn.Module):
 
     The last layer is linear (no activation): its outputs are distribution
     parameters in unconstrained space.
+
+    With a context c, the first layer computes W [x; c] + b as
+    W_x x + (W_c c + b), each part on its own leading dimensions before they
+    are broadcast together: where one x meets many contexts (M2's guide
+    q(z | x, y) with its 10 classes enumerated: x of shape (batch, D), c of
+    shape (10, 1, 10)), the large product W_x x is computed once per x
+    instead of once per (x, c) pair. The parameters are those of one
+    ``nn.Linear`` on the concatenation, so the weights are the same either
+    way (:func:`concat_context` is that concatenation).
     """
 
     def __init__(
@@ -76,7 +87,15 @@ class MLP(nn.Module):
         self.out_features = out_features
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.layers(concat_context(inputs, context))
+        if context is None:
+            return self.layers(inputs)
+        first = self.layers[0]
+        d = inputs.shape[-1]
+        h = (linear(inputs, first.weight[:, :d])
+             + linear(context.to(inputs.dtype), first.weight[:, d:], first.bias))
+        for layer in islice(self.layers, 1, None):
+            h = layer(h)
+        return h
 
 
 def _downsampled(image_shape: Sequence[int], steps: int, channels: int) -> tuple[int, int, int]:
