@@ -9,8 +9,15 @@ per pixel in the log density than an untrained one's), timed in one run against
   ``vectorized_importance_weights`` (which sums a batch into one joint weight,
   so a per-datapoint estimate with it needs one call per data point).
 
+With ``--profile`` it also profiles one estimate (PyTorch's profiler) and
+prints where the time goes: the matrix products (and the rate they reach),
+the transcendental elementwise kernels (tanh, the Bernoulli's log-sigmoid),
+sampling, and the rest; from these, the fraction of the peak the estimator
+could reach if everything but the matrix products and the transcendentals
+took no time at all.
+
 Usage: PPVAE_DATA=../shared/data python benchmarks/eval_speed.py [--num-samples 5000]
-       [--num-images 100] [--naive-images 10] [--train-epochs 2]
+       [--num-images 100] [--naive-images 10] [--train-epochs 2] [--profile]
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-epochs", type=int, default=2,
                         help="epochs of VAE training on MNIST before timing (0: untrained)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where the time of one estimate goes")
     args = parser.parse_args()
 
     data = load_dataset("mnist", binarize="dynamic")
@@ -81,6 +90,42 @@ def main() -> None:
     print(f"naive per-datapoint loop (Pyro vectorized_importance_weights, {args.naive_images} "
           f"images, scaled to {args.num_images}): {t_naive:.2f} s")
     print(f"speed-up over the naive loop: {t_naive / t_ours:.1f}x")
+    if args.profile:
+        profile_estimate(vae, x, args.num_samples, flops, peak_gflops)
+
+
+#: profiler op names by group: matrix products, transcendental elementwise
+#: kernels, sampling
+GROUPS = {"matrix products": ("aten::addmm", "aten::mm", "aten::bmm"),
+          "tanh and log-sigmoid": ("aten::tanh", "aten::log_sigmoid_forward"),
+          "sampling": ("aten::normal_",)}
+
+
+def profile_estimate(vae, x: torch.Tensor, num_samples: int, flops: float,
+                     peak_gflops: float) -> None:
+    """Print the share of one estimate's operator time per group of
+    :data:`GROUPS`, and the bound on the fraction of peak they imply."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        log_likelihood(vae.model, vae.guide, x, num_samples=num_samples)
+        wall = time.perf_counter() - start
+    self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    total = sum(self_us.values())
+    shares = {g: sum(self_us.get(n, 0) for n in names) for g, names in GROUPS.items()}
+    shares["other operators"] = total - sum(shares.values())
+    print(f"\nprofile of one estimate: {wall:.2f} s wall (under the profiler), "
+          f"{total / 1e6:.2f} s in operators")
+    for group, us in shares.items():
+        print(f"  {group:22s} {us / 1e6:6.2f} s  {100 * us / total:4.0f}%")
+    matmul_s = shares["matrix products"] / 1e6
+    print(f"matrix products at {flops / matmul_s / 1e9:.0f} GFLOP/s = "
+          f"{100 * flops / matmul_s / 1e9 / peak_gflops:.0f}% of the measured peak")
+    floor = matmul_s + shares["tanh and log-sigmoid"] / 1e6
+    print(f"with nothing but the matrix products and these transcendentals (each in one "
+          f"pass), the estimator would reach {100 * flops / floor / 1e9 / peak_gflops:.0f}% "
+          f"of the peak")
 
 
 if __name__ == "__main__":
