@@ -116,16 +116,17 @@ def test_same_seed_same_result_and_global_rng_untouched(ppca):
     assert torch.equal(a.per_datapoint, b.per_datapoint)
 
 
-def test_accumulator_matches_direct_computation_for_any_chunking():
+@pytest.mark.parametrize("k", [500, 200, 3000])  # 5M < K twice (short rows), 5M >= K once
+def test_accumulator_matches_direct_computation_for_any_chunking(k):
     az = pytest.importorskip("arviz")
     gen = torch.Generator().manual_seed(0)
-    k, n = 500, 6
+    n = 6
     log_w = torch.randn(k, n, generator=gen, dtype=torch.float64) * torch.linspace(0.2, 3, n)
     log_w[:, -1] += torch.distributions.StudentT(1.5).sample((k,)).double()  # heavy tail
     _, khat_direct = az.psislw(log_w.T.numpy().copy(), reff=1.0)
     direct = (torch.logsumexp(log_w, 0) - math.log(k), log_w.mean(0),
               torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)))
-    for chunk in (1, 37, 500):
+    for chunk in (1, 37, k):
         acc = WeightAccumulator(n, k)
         for part in torch.split(log_w, chunk):
             acc.add(part)
