@@ -41,7 +41,7 @@ def test_mlp_with_context_is_the_network_on_the_concatenation(x_shape, c_shape):
     (g,) = torch.autograd.grad(out.sum(), net.layers[0].weight)
     (g_ref,) = torch.autograd.grad(net.layers(concat_context(x, c)).sum(), net.layers[0].weight)
     torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)
-    # a one-hot label given as integers-valued float32 beside float64 inputs
+    # a context of another dtype (a float32 one-hot label beside float64 inputs)
     assert net(x, c.float()).dtype == torch.float64
 
 

@@ -162,7 +162,7 @@ def test_grey_likelihood_reaches_every_model_and_its_data(tmp_path, monkeypatch)
     assert all(0 <= r["test_error"] <= 1 for r in results["records"])
 
 
-def test_results_written_before_labelled_weight_resume(finished, calls):
+def test_results_written_before_newer_settings_resume(finished, calls):
     """Files from before the settings existed were run with weight 1 and a
     Bernoulli likelihood."""
     path = finished[0] / "ssl_results.json"

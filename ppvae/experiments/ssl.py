@@ -13,7 +13,9 @@ Methods:
 
 ``m2``
     The M2 model :class:`ppvae.models.SSVAE`, p(y) p(z) p(x | y, z), on the
-    dynamically binarized images, trained to maximize (Kingma et al., eq. 9)::
+    dynamically binarized images (or, with a likelihood for grey levels,
+    ``SSLSettings.likelihood``, on the grey images themselves), trained to
+    maximize (Kingma et al., eq. 9)::
 
         sum_labelled [ELBO(x, y) + alpha * log q(y | x)] + sum_unlabelled U(x),
         U(x) = sum_y q(y | x) [ELBO(x, y) - log q(y | x)]
@@ -24,9 +26,10 @@ Methods:
     p(z1) p(x | z1), trained on all training images (its labels unused); each
     image becomes the mean of q(z1 | x). M2 is then trained on these codes as
     its data, with a Gaussian p(z1 | y, z2) and the same labels, and
-    classifies the codes of the test images. M1 takes binary images, so the
-    training images are binarized once (seeded), as the validation and test
-    images are. M1 is trained once per seed and kept in
+    classifies the codes of the test images. With the Bernoulli likelihood
+    M1 takes binary images, so the training images are binarized once
+    (seeded) for their codes, as the validation and test images are. M1 is
+    trained once per seed and kept in
     ``out_dir/m1/seed<s>/`` for every label count.
 ``supervised``
     The baseline: the network of M2's q(y | x) trained by cross-entropy on the
