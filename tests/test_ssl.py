@@ -162,13 +162,29 @@ def test_grey_likelihood_reaches_every_model_and_its_data(tmp_path, monkeypatch)
     assert all(0 <= r["test_error"] <= 1 for r in results["records"])
 
 
+def test_m1_hidden_sizes_m1_alone(tmp_path, monkeypatch):
+    sizes = []
+
+    def recording(model, *args, **kwargs):
+        sizes.append((type(model).__name__, tuple(model.config["hidden"])))
+        return fit(model, *args, **kwargs)
+
+    fit = ssl.fit
+    monkeypatch.setattr(ssl, "fit", recording)
+    results = run_ssl(tmp_path / "run", labels=(50,), methods=("m1m2",),
+                      **{**TINY, "m1_hidden": (24, 12)})
+    assert sizes == [("VAE", (24, 12)), ("SSVAE", (16,))]
+    assert results["config"]["m1_hidden"] == [24, 12]
+
+
 def test_results_written_before_newer_settings_resume(finished, calls):
-    """Files from before the settings existed were run with weight 1 and a
-    Bernoulli likelihood."""
+    """Files from before the settings existed were run with weight 1, a
+    Bernoulli likelihood and M1 as wide as M2."""
     path = finished[0] / "ssl_results.json"
     stored = json.loads(path.read_text())
     del stored["config"]["labelled_weight"]
     del stored["config"]["likelihood"]
+    del stored["config"]["m1_hidden"]
     path.write_text(json.dumps(stored))
     results = run_ssl(finished[0], labels=(50,), seeds=(0,), **TINY)
     assert calls == {} and len(results["records"]) == len(stored["records"])
@@ -212,6 +228,7 @@ def test_cli_defaults_match_the_settings():
     assert parse(["ssl", "--labelled-weight", "dataset"]).labelled_weight == "dataset"
     assert parse(["ssl", "--labelled-weight", "0.25"]).labelled_weight == 0.25
     assert parse(["ssl", "--likelihood", "gaussian"]).likelihood == "gaussian"
+    assert parse(["ssl", "--m1-hidden", "600", "600"]).m1_hidden == [600, 600]
     for bad in ("0", "-1", "paper"):
         with pytest.raises(SystemExit):
             parse(["ssl", "--labelled-weight", bad])

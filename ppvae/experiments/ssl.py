@@ -96,6 +96,9 @@ class SSLSettings:
         supervised_epochs: epochs of the supervised baseline.
         latent_dim: dimension of M2's z.
         m1_latent_dim: dimension of M1's z1, the codes M2 sees in ``m1m2``.
+        m1_hidden: hidden widths of M1's encoder (its decoder mirrors them;
+            None: ``hidden``). Kingma et al. use two layers of 600 for M1 and
+            one of 500 for M2.
         hidden: hidden widths of every VAE's encoder (decoders mirror them).
         classifier_hidden: hidden widths of q(y | x) and of the baseline
             (None: ``hidden``).
@@ -121,6 +124,7 @@ class SSLSettings:
     supervised_epochs: int = 100
     latent_dim: int = 8
     m1_latent_dim: int = 16
+    m1_hidden: tuple[int, ...] | None = None
     hidden: tuple[int, ...] = (256, 128)
     classifier_hidden: tuple[int, ...] | None = None
     alpha: float = 50.0
@@ -145,8 +149,9 @@ class SSLSettings:
             raise ValueError(f"alpha must be >= 0 and lr > 0, got {self.alpha} and {self.lr}")
         object.__setattr__(self, "labelled_weight", check_labelled_weight(self.labelled_weight))
         object.__setattr__(self, "hidden", tuple(self.hidden))
-        if self.classifier_hidden is not None:
-            object.__setattr__(self, "classifier_hidden", tuple(self.classifier_hidden))
+        for name in ("classifier_hidden", "m1_hidden"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
 def run_ssl(
@@ -201,7 +206,8 @@ def run_ssl(
     out_dir = Path(out_dir)
     config = json.loads(json.dumps({"dataset": data.name, **asdict(settings)}))
     records = read_records(out_dir / RESULTS_JSON, config, "ssl",
-                           added={"labelled_weight": 1.0, "likelihood": "bernoulli"})
+                           added={"labelled_weight": 1.0, "likelihood": "bernoulli",
+                                  "m1_hidden": None})
     _write_results(out_dir, config, records)
     runner = _Runner(data, settings, out_dir, progress, accelerator)
     done = {(r["method"], r["labels"], r["seed"]) for r in records}
@@ -328,7 +334,8 @@ class _Runner:
             return load(path), json.loads((path / "training.json").read_text())
         s = self.settings
         pyro.set_rng_seed(seed)
-        m1 = VAE(self.data.image_shape, latent_dim=s.m1_latent_dim, hidden=s.hidden,
+        m1 = VAE(self.data.image_shape, latent_dim=s.m1_latent_dim,
+                 hidden=s.m1_hidden or s.hidden,
                  likelihood=s.likelihood)
         history = fit(m1, self.data, epochs=s.m1_epochs, batch_size=s.batch_size, lr=s.lr,
                       seed=seed, progress=self.progress, max_minutes=s.max_minutes,
