@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from ppvae.data import DATASETS, DataError, Dataset, MissingDataError, Split, binarize, load_dataset
+from ppvae.data import (DATASETS, DataError, Dataset, MissingDataError, Split, binarize,
+                        label_split, load_dataset)
 
 IDX_STEMS = (
     "train-images-idx3-ubyte",
@@ -230,6 +231,21 @@ def test_split_checks_dtypes():
         Split(torch.zeros(3, 4, dtype=torch.float64), torch.zeros(3, dtype=torch.int64))
     with pytest.raises(DataError, match="int64"):
         Split(torch.zeros(3, 4), torch.zeros(2, dtype=torch.int64))
+
+
+def test_split_scales_are_checked_and_follow_their_rows():
+    x, y = torch.arange(12.0).reshape(6, 2), torch.tensor([0, 1, 0, 1, 0, 1])
+    with pytest.raises(DataError, match="shape of x"):
+        Split(x, y, torch.ones(6, 3))
+    with pytest.raises(DataError, match="non-negative"):
+        Split(x, y, -torch.ones(6, 2))
+    with pytest.raises(DataError, match="finite"):
+        Split(x, y, torch.full((6, 2), float("nan")))
+    split = Split(x, y, x / 10)
+    labels = label_split(split, 2, 2, seed=0)
+    for part in (labels.labelled, labels.unlabelled):
+        assert torch.equal(part.scale, part.x / 10)
+    assert label_split(Split(x, y), 2, 2).labelled.scale is None
 
 
 # ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from matplotlib.figure import Figure
 
 from ppvae import plots
@@ -14,7 +15,7 @@ from ppvae.data import DataError
 from ppvae.experiments import METHODS, SSLSettings, markdown_table, run_ssl, summarize
 from ppvae.experiments import ssl
 
-TINY = dict(epochs=1, m1_epochs=1, supervised_epochs=1, latent_dim=2, m1_latent_dim=2,
+TINY = dict(epochs=1, m1_epochs=2, supervised_epochs=1, latent_dim=2, m1_latent_dim=2,
             hidden=(16,), labelled_per_batch=10, progress=False)
 RECORD_KEYS = {"method", "labels", "seed", "test_error", "epochs", "seconds", "dataset"}
 
@@ -59,7 +60,7 @@ def test_run_writes_records_summary_table_and_figure(finished):
         assert RECORD_KEYS <= r.keys()
         assert 0 <= r["test_error"] <= 1 and r["seconds"] > 0 and r["dataset"] == "digits"
     m1m2 = stored["records"][1]
-    assert m1m2["m1_epochs"] == 1 and m1m2["epochs"] == 1
+    assert m1m2["m1_epochs"] == 2 and m1m2["epochs"] == 1
     assert stored["summary"] == [
         {"method": r["method"], "labels": 50, "mean_error": r["test_error"], "std_error": None,
          "num_seeds": 1} for r in stored["records"]]
@@ -144,8 +145,9 @@ def test_grey_likelihood_reaches_every_model_and_its_data(tmp_path, monkeypatch)
     def recording(name, train):
         def wrapper(model, data, *args, **kwargs):
             likelihood = getattr(model, "config", {}).get("likelihood")
-            seen.append((name, type(model).__name__, likelihood, data.binarize,
-                         bool(((data.train.x > 0) & (data.train.x < 1)).any())))
+            x = data.train.x
+            grey = "codes" if data.train.scale is not None else bool(((x > 0) & (x < 1)).any())
+            seen.append((name, type(model).__name__, likelihood, data.binarize, grey))
             return train(model, data, *args, **kwargs)
         return wrapper
 
@@ -156,7 +158,7 @@ def test_grey_likelihood_reaches_every_model_and_its_data(tmp_path, monkeypatch)
     cb = "continuous-bernoulli"
     assert seen == [("fit", "SSVAE", cb, None, True),   # m2 on grey images
                     ("fit", "VAE", cb, None, True),     # M1 of m1m2 on grey images
-                    ("fit", "SSVAE", "gaussian", None, True),  # M2 on M1's codes
+                    ("fit", "SSVAE", "gaussian", None, "codes"),  # M2 on M1's codes
                     ("classifier", "MLP", None, None, True)]
     assert results["config"]["likelihood"] == cb
     assert all(0 <= r["test_error"] <= 1 for r in results["records"])
@@ -175,6 +177,35 @@ def test_m1_hidden_sizes_m1_alone(tmp_path, monkeypatch):
                       **{**TINY, "m1_hidden": (24, 12)})
     assert sizes == [("VAE", (24, 12)), ("SSVAE", (16,))]
     assert results["config"]["m1_hidden"] == [24, 12]
+
+
+def test_m2_of_m1m2_learns_from_draws_of_the_active_codes(tmp_path, monkeypatch):
+    """M2 of M1+M2 gets M1's active dimensions: the training codes with
+    q(z1 | x)'s scales, to be drawn anew in each batch; validation and test
+    codes the posterior means."""
+    seen = []
+
+    def recording(model, data, *args, **kwargs):
+        seen.append((type(model).__name__, data))
+        return fit(model, data, *args, **kwargs)
+
+    fit = ssl.fit
+    monkeypatch.setattr(ssl, "fit", recording)
+    results = run_ssl(tmp_path / "run", labels=(50,), methods=("m1m2",),
+                      **{**TINY, "m1_latent_dim": 6, "m1_epochs": 3})
+    (_, images), (_, codes) = seen
+    dims = results["records"][0]["m1_dims"]
+    assert 1 <= dims <= 6 and codes.input_dim == dims
+    assert codes.train.scale is not None and codes.train.scale.shape == codes.train.x.shape
+    assert codes.val.scale is None and codes.test.scale is None
+    assert torch.equal(codes.test.y, images.test.y)
+    assert bool((codes.train.x.std(0) > ssl.ACTIVE_CODE_STD).all())
+
+
+def test_m1_without_active_codes_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(ssl, "ACTIVE_CODE_STD", 1e6)
+    with pytest.raises(RuntimeError, match="no active latent dimension"):
+        run_ssl(tmp_path / "run", labels=(50,), methods=("m1m2",), **TINY)
 
 
 def test_results_written_before_newer_settings_resume(finished, calls):

@@ -9,7 +9,7 @@ from ppvae.data import load_dataset
 from ppvae.infer import PairLoss
 from ppvae.models import VAE
 from ppvae.train import SVIModule, TrainingDiverged
-from ppvae.train.batches import EpochBatches, Groups
+from ppvae.train.batches import EpochBatches, Groups, MixedBatches
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +156,42 @@ def test_epoch_batches_reshuffle_per_epoch_and_binarize_dynamically():
     assert [b[1].tolist() for b in first] != [b[1].tolist() for b in second]
     assert sorted(torch.cat([b[1] for b in first]).tolist()) == list(range(10))
     assert set(torch.cat([b[0] for b in first]).unique().tolist()) == {0.0, 1.0}
+
+
+def test_noisy_batches_draw_around_each_row_with_its_own_scale():
+    """With noise scales, every batch holds fresh draws x + scale * eps whose
+    mean and standard deviation are each row's x and scale."""
+    x = torch.tensor([[1.0, -2.0], [0.5, 3.0], [0.0, 0.0]])
+    scale = torch.tensor([[0.1, 2.0], [0.0, 0.5], [1.0, 0.0]])
+    epoch = [0]
+    batches = EpochBatches(x, torch.arange(3), batch_size=3, shuffle=True, noise_scale=scale,
+                           seed=0, epoch=lambda: epoch[0])
+    draws = []
+    for epoch[0] in range(4000):
+        (xb, idx), = batches
+        draws.append(xb[idx.argsort()])
+    draws = torch.stack(draws)
+    assert torch.equal(draws[:, 1, 0], torch.full((4000,), 0.5))  # scale 0: x itself
+    assert torch.allclose(draws.mean(0), x, atol=4 * 2.0 / 4000 ** 0.5)
+    assert torch.allclose(draws.std(0), scale, rtol=0.05)
+    epoch[0] = 0
+    assert torch.equal(next(iter(batches))[0], next(iter(batches))[0])  # seeded per epoch
+    with pytest.raises(ValueError, match="noise_scale of shape"):
+        EpochBatches(x, batch_size=3, noise_scale=scale[:2])
+
+
+def test_mixed_batches_draw_noisy_labelled_and_unlabelled_points():
+    x_l, y_l, x_u = torch.zeros(4, 2), torch.arange(4), torch.ones(6, 2)
+    scale_l, scale_u = torch.full((4, 2), 0.5), torch.zeros(6, 2)
+    epoch = [0]
+    batches = MixedBatches((x_l, y_l), x_u, batch_size=3, labelled_per_batch=2,
+                           noise_scale=(scale_l, scale_u), epoch=lambda: epoch[0])
+    draws = torch.cat([b[0] for epoch[0] in range(500) for b in batches])
+    assert abs(draws.mean().item()) < 0.05 and abs(draws.std().item() - 0.5) < 0.03
+    assert all(torch.equal(b[2], torch.ones(3, 2)) for b in batches)  # zero scale
+    with pytest.raises(ValueError, match="labelled data"):
+        MixedBatches((x_l, y_l), x_u, batch_size=3, labelled_per_batch=2,
+                     noise_scale=(scale_u, scale_u))
 
 
 def test_groups_keep_every_batch_in_order_and_cap_their_memory(monkeypatch):

@@ -56,10 +56,17 @@ class Split:
     Attributes:
         x: float32, shape (N, D) with D = C*H*W: images flattened row-major, values in [0, 1].
         y: int64, shape (N,): class labels, -1 where the data set has no labels.
+        scale: ``None``, or float32 of the shape of x: standard deviations of
+            noisy features. The trainer then treats a row of x as the mean of
+            N(x, diag scale^2) and trains on a fresh draw x + scale * eps,
+            eps ~ N(0, I), in every batch: the codes of M1's q(z1 | x) that M2
+            learns from in M1+M2 (Kingma et al. 2014, sec. 3.1.2; values need
+            not lie in [0, 1] there).
     """
 
     x: torch.Tensor
     y: torch.Tensor
+    scale: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.x.dtype != torch.float32 or self.x.dim() != 2:
@@ -72,6 +79,20 @@ class Split:
                 f"Split.y must be an int64 tensor of shape ({self.x.shape[0]},), "
                 f"got {self.y.dtype} of shape {tuple(self.y.shape)}"
             )
+        if self.scale is not None:
+            if self.scale.dtype != torch.float32 or self.scale.shape != self.x.shape:
+                raise DataError(
+                    f"Split.scale must be a float32 tensor of the shape of x "
+                    f"{tuple(self.x.shape)}, got {self.scale.dtype} of shape "
+                    f"{tuple(self.scale.shape)}"
+                )
+            if not bool(torch.isfinite(self.scale).all()) or bool((self.scale < 0).any()):
+                raise DataError("Split.scale must be finite and non-negative")
+
+    def subset(self, index: torch.Tensor) -> "Split":
+        """The rows ``index`` (indices or a boolean mask), with their scales."""
+        return Split(self.x[index], self.y[index],
+                     None if self.scale is None else self.scale[index])
 
     def __len__(self) -> int:
         return self.x.shape[0]

@@ -67,5 +67,4 @@ def label_split(train: Split, num_labels: int, num_classes: int, seed: int = 0) 
     labelled = torch.cat(chosen).sort().values
     mask = torch.ones(len(train), dtype=torch.bool)
     mask[labelled] = False
-    return LabelSplit(Split(train.x[labelled], train.y[labelled]),
-                      Split(train.x[mask], train.y[mask]), num_classes)
+    return LabelSplit(train.subset(labelled), train.subset(mask), num_classes)

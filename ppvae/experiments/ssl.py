@@ -24,9 +24,14 @@ Methods:
 ``m1m2``
     The stacked model M1+M2, p(y) p(z2) p(z1 | y, z2) p(x | z1). M1 is a VAE,
     p(z1) p(x | z1), trained on all training images (its labels unused); each
-    image becomes the mean of q(z1 | x). M2 is then trained on these codes as
-    its data, with a Gaussian p(z1 | y, z2) and the same labels, and
-    classifies the codes of the test images. With the Bernoulli likelihood
+    image becomes q(z1 | x) = N(mu(x), diag sigma(x)^2), restricted to its
+    active dimensions (those whose means mu vary over the training images
+    with a standard deviation above :data:`ACTIVE_CODE_STD`). M2 is then
+    trained on these codes as its data, with a Gaussian p(z1 | y, z2) and the
+    same labels: every batch holds fresh draws z1 ~ q(z1 | x), as in the
+    paper's code, which is the stacked model's objective with z1 sampled
+    (a :attr:`ppvae.data.Split.scale` on the codes of the training images).
+    It classifies the means mu of the test images. With the Bernoulli likelihood
     M1 takes binary images, so the training images are binarized once
     (seeded) for their codes, as the validation and test images are. M1 is
     trained once per seed and kept in
@@ -46,7 +51,8 @@ Files in ``out_dir``:
   stopped. One record per finished cell: ``method``, ``labels``, ``seed``,
   ``test_error``, ``epochs``, ``seconds`` (the cell's wall time; for the
   first ``m1m2`` cell of a seed it includes training M1), ``dataset``;
-  ``m1m2`` adds ``m1_epochs`` and ``m1_seconds``. The summary holds the mean
+  ``m1m2`` adds ``m1_epochs``, ``m1_seconds`` and ``m1_dims`` (the active
+  dimensions kept). The summary holds the mean
   and standard deviation of the test error over seeds per method and label
   count.
 - ``ssl_results.md``: the summary as a Markdown table, in %.
@@ -81,6 +87,11 @@ from ppvae.train.classifier import fit_classifier
 from ppvae.train.fit import check_labelled_weight
 
 METHODS: tuple[str, ...] = ("m2", "m1m2", "supervised")
+
+#: M1+M2 keeps the dimensions of z1 whose posterior means vary over the
+#: training images with a standard deviation above this; the others are
+#: inactive (q(z1 | x) is the prior there) and carry nothing about x.
+ACTIVE_CODE_STD = 0.1
 RESULTS_JSON = "ssl_results.json"
 RESULTS_MD = "ssl_results.md"
 FIGURE = "ssl_errors.png"
@@ -317,13 +328,23 @@ class _Runner:
             x_train = self.data.train.x
             if self.data.binarize == "dynamic":  # M1's codes of one binarization
                 x_train = binarize(x_train, torch.Generator().manual_seed(seed))
-            splits = [Split(m1.encode(x), split.y) for x, split in (
-                (x_train, self.data.train), (self.data.val.x, self.data.val),
-                (self.data.test.x, self.data.test))]
+            with torch.no_grad():
+                q = m1.posterior(x_train)
+                mean, scale = q.mean, q.stddev
+                keep = mean.std(0) > ACTIVE_CODE_STD
+                if not bool(keep.any()):
+                    raise RuntimeError(f"M1 of seed {seed} has no active latent dimension "
+                                       f"(every posterior mean has a standard deviation "
+                                       f"<= {ACTIVE_CODE_STD} over the training images): "
+                                       "train it longer or with another --m1-latent-dim")
+                splits = [Split(mean[:, keep], self.data.train.y, scale[:, keep])]
+                splits += [Split(m1.encode(split.x)[:, keep], split.y)
+                           for split in (self.data.val, self.data.test)]
             # label_split picks points by their labels and the seed only, so the
             # codes get the same labelled images as the other methods.
-            self._codes[seed] = (Dataset(self.data.name, *splits, (m1.latent_dim,),
-                                         self.data.num_classes, self.data.class_names, None), info)
+            self._codes[seed] = (Dataset(self.data.name, *splits, (int(keep.sum()),),
+                                         self.data.num_classes, self.data.class_names, None),
+                                 {**info, "m1_dims": int(keep.sum())})
         return self._codes[seed]
 
     def _m1(self, seed: int) -> tuple[VAE, dict[str, Any]]:

@@ -52,6 +52,12 @@ def global_batch_starts(n: int, batch_size: int, world_size: int) -> list[int]:
     return starts
 
 
+def noisy(x: Tensor, scale: Tensor, generator: torch.Generator) -> Tensor:
+    """A draw of N(x, diag scale^2): ``x + scale * eps``, eps ~ N(0, I)."""
+    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return torch.addcmul(x, scale, eps)
+
+
 def take_shard(batch: tuple[Tensor, ...], rank: int, world_size: int) -> tuple[Tensor, ...]:
     """Process ``rank``'s contiguous slice of every tensor of a global batch."""
     if world_size == 1:
@@ -67,6 +73,9 @@ class EpochBatches:
         batch_size: rows per batch (the last batch may be smaller).
         shuffle: reshuffle every epoch.
         dynamic_binarization: replace x by Bernoulli(x) draws each epoch.
+        noise_scale: ``None``, or standard deviations of the shape of x:
+            replace x by draws of N(x, diag noise_scale^2) in every batch
+            (:attr:`ppvae.data.Split.scale`).
         seed: base seed of the shuffling and binarization streams.
         epoch: a callable returning the current epoch (e.g. the trainer's).
         shard: a callable returning ``(rank, world_size)`` of this process
@@ -80,13 +89,18 @@ class EpochBatches:
         batch_size: int,
         shuffle: bool = False,
         dynamic_binarization: bool = False,
+        noise_scale: Tensor | None = None,
         seed: int = 0,
         epoch: Callable[[], int] = lambda: 0,
         shard: Shard = single_process,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if noise_scale is not None and noise_scale.shape != tensors[0].shape:
+            raise ValueError(f"noise_scale of shape {tuple(noise_scale.shape)} for data of "
+                             f"shape {tuple(tensors[0].shape)}")
         self.tensors = tensors
+        self.noise_scale = noise_scale
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.dynamic_binarization = dynamic_binarization
@@ -106,18 +120,23 @@ class EpochBatches:
         if self.shuffle:
             gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 0))
             order = torch.randperm(n, generator=gen)
-        if self.dynamic_binarization:
-            bin_gen = torch.Generator(device=self.tensors[0].device)
-            bin_gen.manual_seed(epoch_seed(self.seed, epoch, 1))
+        if self.dynamic_binarization or self.noise_scale is not None:
+            draw_gen = torch.Generator(device=self.tensors[0].device)
+            draw_gen.manual_seed(epoch_seed(self.seed, epoch, 1))
+        tensors = self.tensors if self.noise_scale is None else (*self.tensors, self.noise_scale)
         for start, stop in zip(starts, starts[1:] + [n]):
             if order is None:
-                batch = tuple(t[start:stop] for t in self.tensors)
+                batch = tuple(t[start:stop] for t in tensors)
             else:
                 idx = order[start:stop]
-                batch = tuple(t[idx] for t in self.tensors)
-            if self.dynamic_binarization:  # on the global batch: the single-process draws
-                batch = (torch.bernoulli(batch[0], generator=bin_gen), *batch[1:])
-            yield take_shard(batch, rank, world_size)
+                batch = tuple(t[idx] for t in tensors)
+            # draws on the global batch: the single-process draws
+            if self.noise_scale is not None:
+                *batch, scale = batch
+                batch = (noisy(batch[0], scale, draw_gen), *batch[1:])
+            if self.dynamic_binarization:
+                batch = (torch.bernoulli(batch[0], generator=draw_gen), *batch[1:])
+            yield take_shard(tuple(batch), rank, world_size)
 
 
 class MixedBatches:
@@ -131,6 +150,8 @@ class MixedBatches:
         unlabelled: ``x_u``.
         batch_size: unlabelled points per batch.
         labelled_per_batch: labelled points per batch.
+        noise_scale: ``None``, or the standard deviations of
+            ``(x_l, x_u)``, as for :class:`EpochBatches`.
         dynamic_binarization, seed, epoch, shard: as for :class:`EpochBatches`;
             under data parallelism the labelled and the unlabelled points of
             each global batch are both split among the processes (a process
@@ -146,16 +167,22 @@ class MixedBatches:
         batch_size: int,
         labelled_per_batch: int,
         dynamic_binarization: bool = False,
+        noise_scale: tuple[Tensor, Tensor] | None = None,
         seed: int = 0,
         epoch: Callable[[], int] = lambda: 0,
         shard: Shard = single_process,
     ) -> None:
         if labelled_per_batch < 1:
             raise ValueError(f"labelled_per_batch must be at least 1, got {labelled_per_batch}")
+        scale_l, scale_u = noise_scale or (None, None)
+        if scale_l is not None and scale_l.shape != labelled[0].shape:
+            raise ValueError(f"noise_scale of shape {tuple(scale_l.shape)} for labelled data "
+                             f"of shape {tuple(labelled[0].shape)}")
         self.unlabelled = EpochBatches(unlabelled, batch_size=batch_size, shuffle=True,
-                                       dynamic_binarization=dynamic_binarization, seed=seed,
-                                       epoch=epoch, shard=shard)
+                                       dynamic_binarization=dynamic_binarization,
+                                       noise_scale=scale_u, seed=seed, epoch=epoch, shard=shard)
         self.labelled = labelled
+        self.labelled_scale = scale_l
         self.labelled_per_batch = labelled_per_batch
         self.dynamic_binarization = dynamic_binarization
         self.seed = seed
@@ -180,6 +207,8 @@ class MixedBatches:
         for (x_u,) in self.unlabelled:
             idx = torch.cat([next(indices) for _ in range(self.labelled_per_batch)])
             x_l, y_l = self.labelled[0][idx], self.labelled[1][idx]
+            if self.labelled_scale is not None:
+                x_l = noisy(x_l, self.labelled_scale[idx], gen)
             if self.dynamic_binarization:
                 x_l = torch.bernoulli(x_l, generator=gen)
             yield (*take_shard((x_l, y_l), rank, world_size), x_u)

@@ -67,8 +67,10 @@ def _batches(model: LatentVariableModel, data: TrainData, labels: LabelSplit | i
         if labels is not None:
             raise ValueError(f"labels= is for semi-supervised models, not {type(model).__name__}")
         train_x, val_x, dynamic = _split_data(model, data)
+        scale = data.train.scale if isinstance(data, Dataset) else None
         train = EpochBatches(train_x, batch_size=batch_size, shuffle=True,
-                             dynamic_binarization=dynamic, seed=seed, epoch=epoch, shard=shard)
+                             dynamic_binarization=dynamic, noise_scale=_on(scale, train_x),
+                             seed=seed, epoch=epoch, shard=shard)
         if val_x is None:
             return train, None
         return train, EpochBatches(val_x, batch_size=val_batch_size, shard=shard)
@@ -82,14 +84,23 @@ def _batches(model: LatentVariableModel, data: TrainData, labels: LabelSplit | i
     x_l = model.prepare(labels.labelled.x, name="labelled data", support=support)
     y_l = model.prepare_labels(labels.labelled.y, len(x_l), name="labels")
     x_u = model.prepare(labels.unlabelled.x, name="unlabelled data", support=support)
+    noise_scale = None
+    if labels.unlabelled.scale is not None and labels.labelled.scale is not None:
+        noise_scale = (_on(labels.labelled.scale, x_l), _on(labels.unlabelled.scale, x_u))
     train = MixedBatches((x_l, y_l), x_u, batch_size=batch_size,
                          labelled_per_batch=labelled_per_batch or max(1, batch_size // 10),
-                         dynamic_binarization=dynamic, seed=seed, epoch=epoch, shard=shard)
+                         dynamic_binarization=dynamic, noise_scale=noise_scale, seed=seed,
+                         epoch=epoch, shard=shard)
     if not len(data.val):
         return train, None
     val_x = model.prepare(data.val.x, name="validation data")
     val_y = model.prepare_labels(data.val.y, len(val_x), name="validation labels")
     return train, EpochBatches(val_x, val_y, batch_size=val_batch_size, shard=shard)
+
+
+def _on(scale: Tensor | None, x: Tensor) -> Tensor | None:
+    """The noise scales of a split (:attr:`ppvae.data.Split.scale`) on x's device."""
+    return None if scale is None else scale.to(device=x.device, dtype=x.dtype)
 
 
 class _Conditioned:
@@ -120,7 +131,8 @@ def _conditional_batches(model: LatentVariableModel, data: TrainData, *, batch_s
     train_y = data.train.y.to(train_x.device)
     model.condition_from(train_x, train_y)  # bad labels fail here, before training
     train = EpochBatches(train_x, train_y, batch_size=batch_size, shuffle=True,
-                         dynamic_binarization=dynamic, seed=seed, epoch=epoch, shard=shard)
+                         dynamic_binarization=dynamic, noise_scale=_on(data.train.scale, train_x),
+                         seed=seed, epoch=epoch, shard=shard)
     if not len(data.val):
         return _Conditioned(model, train), None
     val_x = model.prepare(data.val.x, name="validation data")
