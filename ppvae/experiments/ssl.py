@@ -342,9 +342,9 @@ class _Runner:
                            for split in (self.data.val, self.data.test)]
             # label_split picks points by their labels and the seed only, so the
             # codes get the same labelled images as the other methods.
-            self._codes[seed] = (Dataset(self.data.name, *splits, (int(keep.sum()),),
-                                         self.data.num_classes, self.data.class_names, None),
-                                 {**info, "m1_dims": int(keep.sum())})
+            dims = int(keep.sum())
+            self._codes[seed] = (Dataset(self.data.name, *splits, (dims,), self.data.num_classes,
+                                         self.data.class_names, None), {**info, "m1_dims": dims})
         return self._codes[seed]
 
     def _m1(self, seed: int) -> tuple[VAE, dict[str, Any]]:

@@ -150,8 +150,9 @@ class MixedBatches:
         unlabelled: ``x_u``.
         batch_size: unlabelled points per batch.
         labelled_per_batch: labelled points per batch.
-        noise_scale: ``None``, or the standard deviations of
-            ``(x_l, x_u)``, as for :class:`EpochBatches`.
+        noise_scale: ``None``, or ``(scale_l, scale_u)``: the standard
+            deviations of x_l and of x_u (each may be ``None``), as for
+            :class:`EpochBatches`.
         dynamic_binarization, seed, epoch, shard: as for :class:`EpochBatches`;
             under data parallelism the labelled and the unlabelled points of
             each global batch are both split among the processes (a process
@@ -167,7 +168,7 @@ class MixedBatches:
         batch_size: int,
         labelled_per_batch: int,
         dynamic_binarization: bool = False,
-        noise_scale: tuple[Tensor, Tensor] | None = None,
+        noise_scale: tuple[Tensor | None, Tensor | None] | None = None,
         seed: int = 0,
         epoch: Callable[[], int] = lambda: 0,
         shard: Shard = single_process,

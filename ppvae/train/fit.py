@@ -84,9 +84,7 @@ def _batches(model: LatentVariableModel, data: TrainData, labels: LabelSplit | i
     x_l = model.prepare(labels.labelled.x, name="labelled data", support=support)
     y_l = model.prepare_labels(labels.labelled.y, len(x_l), name="labels")
     x_u = model.prepare(labels.unlabelled.x, name="unlabelled data", support=support)
-    noise_scale = None
-    if labels.unlabelled.scale is not None and labels.labelled.scale is not None:
-        noise_scale = (_on(labels.labelled.scale, x_l), _on(labels.unlabelled.scale, x_u))
+    noise_scale = (_on(labels.labelled.scale, x_l), _on(labels.unlabelled.scale, x_u))
     train = MixedBatches((x_l, y_l), x_u, batch_size=batch_size,
                          labelled_per_batch=labelled_per_batch or max(1, batch_size // 10),
                          dynamic_binarization=dynamic, noise_scale=noise_scale, seed=seed,
