@@ -120,13 +120,66 @@ class BinaryBernoulli(KeepsOwnShape, dist.Bernoulli):
         return logsigmoid(v)
 
 
+PRODUCT_BLOCK = 16  # pixels whose sigmoid(|logit|) are multiplied before one log
+
+
+def binary_image_log_density(logits: Tensor, value: Tensor) -> Tensor:
+    """sum_d log Bernoulli(x_d; sigmoid(l_d)) over the last dimension, for x in
+    {0, 1}, in fewer transcendental passes than one log-sigmoid per pixel.
+
+    With v_d = (2 x_d - 1) l_d, log p(x_d) = logsigmoid(v_d)
+    = min(v_d, 0) + log sigmoid(|l_d|) (as |v_d| = |l_d|), so
+
+        log p(x) = sum_d min(v_d, 0) + sum_blocks log prod_{d in block} sigmoid(|l_d|):
+
+    one sigmoid per pixel and one log per block of :data:`PRODUCT_BLOCK`
+    pixels instead of an exponential and a log1p per pixel (PyTorch's
+    log-sigmoid computes both and is slowest where the decoder is confident).
+    Each factor lies in [1/2, 1], so a block's product stays above 2^-16 and
+    never underflows. Rounding: sigmoid(|l|) rounds to 1 once
+    exp(-|l|) < 2^-24, which drops less than 6e-8 nats per pixel (4.7e-5 per
+    784-pixel image, far below the Monte Carlo error of any estimate); the
+    products add float32 rounding of the same order as summing the per-pixel
+    terms. No gradients: the training path is
+    :meth:`BinaryBernoulli.log_prob`, summed.
+    """
+    total = (logits * (2 * value - 1)).clamp_(max=0.0).sum(-1)
+    sig = logits.abs().sigmoid_()
+    size = sig.shape[-1]
+    whole = size - size % PRODUCT_BLOCK
+    if whole:
+        blocks = sig[..., :whole].unflatten(-1, (whole // PRODUCT_BLOCK, PRODUCT_BLOCK))
+        total = total + blocks.prod(-1).log_().sum(-1)
+    if whole < size:
+        total = total + sig[..., whole:].log().sum(-1)
+    return total
+
+
+class BernoulliImage(dist.Independent):
+    """A whole image of :class:`BinaryBernoulli` pixels (one event).
+
+    Without gradients (evaluation), :meth:`log_prob` sums the pixels with
+    :func:`binary_image_log_density`; with them (training), it is the sum of
+    :meth:`BinaryBernoulli.log_prob`. ``base_dist`` is the per-pixel
+    distribution, as for ``.to_event(1)`` (masking works on it)."""
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        base = self.base_dist
+        if (self.reinterpreted_batch_ndims != 1 or not isinstance(base, BinaryBernoulli)
+                or (torch.is_grad_enabled() and base.logits.requires_grad)):
+            return super().log_prob(value)
+        if self._validate_args:
+            base._validate_sample(value)
+        return binary_image_log_density(base.logits, value)
+
+
 class BernoulliLikelihood(ObservationModel):
     """p(x | z) = prod_d Bernoulli(x_d; sigmoid(logits_d(z)))."""
 
     support = "binary"
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> dist.Distribution:
-        return BinaryBernoulli(logits=self.net(z, context)).to_event(1)
+        return BernoulliImage(BinaryBernoulli(logits=self.net(z, context)), 1)
 
 
 class ContinuousBernoulliLikelihood(ObservationModel):
