@@ -140,11 +140,17 @@ def binary_image_log_density(logits: Tensor, value: Tensor) -> Tensor:
     exp(-|l|) < 2^-24, which drops less than 6e-8 nats per pixel (4.7e-5 per
     784-pixel image, far below the Monte Carlo error of any estimate); the
     products add float32 rounding of the same order as summing the per-pixel
-    terms. No gradients: the training path is
+    terms. Fresh memory is costly here (each new block of a pass's size is
+    paged in by the kernel again), so v's memory is reused for the sigmoids.
+    No gradients: the training path is
     :meth:`BinaryBernoulli.log_prob`, summed.
     """
-    total = (logits * (2 * value - 1)).clamp_(max=0.0).sum(-1)
-    sig = logits.abs().sigmoid_()
+    scratch = logits * (2 * value - 1)  # v; its memory then holds sigmoid(|l|)
+    total = scratch.clamp_(max=0.0).sum(-1)
+    if scratch.shape == logits.shape:  # one fresh block of memory per call, not two
+        sig = torch.abs(logits, out=scratch).sigmoid_()
+    else:  # the data had more batch dimensions than the logits
+        sig = logits.abs().sigmoid_()
     size = sig.shape[-1]
     whole = size - size % PRODUCT_BLOCK
     if whole:
