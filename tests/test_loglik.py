@@ -246,3 +246,16 @@ def test_curve_uses_nested_subsets_of_the_same_draws(ppca):
                            data_chunk=len(x))
     assert torch.allclose(short.per_datapoint, r.by_num_samples[100])  # same first 100 draws
     assert torch.allclose(short.by_num_samples[10], r.by_num_samples[10])
+
+
+def test_the_estimator_keeps_freed_memory_for_reuse_under_glibc():
+    """Under glibc, the estimator's passes reuse freed blocks (ppvae.infer.heap);
+    elsewhere the settings are skipped and the estimate runs all the same."""
+    import platform
+
+    from ppvae.infer import heap
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert heap.keep_freed_memory() is expected
+    assert heap.keep_freed_memory() is expected  # once per process, then kept
+    heap.release_freed_memory()

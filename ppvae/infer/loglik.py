@@ -38,6 +38,7 @@ import torch.distributed as dist
 from pyro.infer.util import is_validation_enabled
 from torch import Tensor
 
+from ppvae.infer.heap import keep_freed_memory, release_freed_memory
 from ppvae.infer.importance import max_plate_nesting, per_datapoint_log_weights
 
 KHAT_THRESHOLD = 0.7
@@ -264,6 +265,10 @@ def log_likelihood(
 
     Scale factors in the traces (``poutine.scale``, a beta-VAE's beta) are
     ignored: they weight objectives, they are not part of the density.
+
+    Under glibc the process keeps freed blocks for reuse while the estimate
+    runs, and returns them to the kernel at its end
+    (:mod:`ppvae.infer.heap`: every pass would otherwise take fresh pages).
     """
     if not args or not isinstance(args[0], Tensor):
         raise ValueError("the first positional argument must be the data tensor")
@@ -277,6 +282,27 @@ def log_likelihood(
         raise ValueError("no data points to evaluate")
     data_chunk = data_chunk or math.ceil(n / math.ceil(n / 32))  # equal chunks, none tiny
     particle_chunk = min(num_samples, particle_chunk or max(1, 2**12 // data_chunk))
+    keep_freed_memory()
+    try:
+        results = _estimate(model, guide, args, kwargs, num_samples, data_chunk, particle_chunk,
+                            data_plate, seed, progress, rank, world_size)
+    finally:
+        release_freed_memory()
+    if distributed:
+        gathered: list[dict | None] = [None] * world_size
+        dist.all_gather_object(gathered, results)
+        results = {k: v for part in gathered for k, v in part.items()}
+    results = [results[k] for k in sorted(results)]
+    per_datapoint, elbo, ess, khat = (torch.cat(parts) for parts in list(zip(*results))[:4])
+    partial = {k: torch.cat([r[4][k] for r in results]) for k in results[0][4]}
+    return LogLikelihood(per_datapoint, elbo, ess, khat, num_samples, partial)
+
+
+def _estimate(model: Callable, guide: Callable, args: tuple, kwargs: dict, num_samples: int,
+              data_chunk: int, particle_chunk: int, data_plate: str, seed: int | None,
+              progress: bool, rank: int, world_size: int) -> dict[int, tuple]:
+    """The accumulated results of this process's data chunks, by chunk index."""
+    n = args[0].shape[0]
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
@@ -305,11 +331,4 @@ def log_likelihood(
                         plate_nesting=nesting, data_plate=data_plate,
                     ))
             results[chunk] = acc.result()
-    if distributed:
-        gathered: list[dict | None] = [None] * world_size
-        dist.all_gather_object(gathered, results)
-        results = {k: v for part in gathered for k, v in part.items()}
-    results = [results[k] for k in sorted(results)]
-    per_datapoint, elbo, ess, khat = (torch.cat(parts) for parts in list(zip(*results))[:4])
-    partial = {k: torch.cat([r[4][k] for r in results]) for k in results[0][4]}
-    return LogLikelihood(per_datapoint, elbo, ess, khat, num_samples, partial)
+    return results
