@@ -68,7 +68,7 @@ def test_binary_bernoulli_is_exact_up_to_the_floor_at_extreme_logits():
         assert torch.allclose(lg.grad, x - torch.sigmoid(logits), atol=2.1e-9)
 
 
-@pytest.mark.parametrize("size", [784, 37, 5])  # whole blocks of 16, a remainder, no block
+@pytest.mark.parametrize("size", [784, 37, 5])  # whole blocks of 8, a remainder, no block
 def test_bernoulli_image_density_without_gradients_matches_the_exact_sum(size):
     """Evaluation sums an image's pixels by products of sigmoid(|l|) over
     blocks: the exact log density up to float32 rounding, at any logit scale

@@ -120,7 +120,7 @@ class BinaryBernoulli(KeepsOwnShape, dist.Bernoulli):
         return logsigmoid(v)
 
 
-PRODUCT_BLOCK = 16  # pixels whose sigmoid(|logit|) are multiplied before one log
+PRODUCT_BLOCK = 8  # pixels whose sigmoid(|logit|) are multiplied before one log
 
 
 def binary_image_log_density(logits: Tensor, value: Tensor) -> Tensor:
@@ -135,7 +135,7 @@ def binary_image_log_density(logits: Tensor, value: Tensor) -> Tensor:
     one sigmoid per pixel and one log per block of :data:`PRODUCT_BLOCK`
     pixels instead of an exponential and a log1p per pixel (PyTorch's
     log-sigmoid computes both and is slowest where the decoder is confident).
-    Each factor lies in [1/2, 1], so a block's product stays above 2^-16 and
+    Each factor lies in [1/2, 1], so a block's product stays above 2^-8 and
     never underflows. Rounding: sigmoid(|l|) rounds to 1 once
     exp(-|l|) < 2^-24, which drops less than 6e-8 nats per pixel (4.7e-5 per
     784-pixel image, far below the Monte Carlo error of any estimate); the
@@ -154,8 +154,11 @@ def binary_image_log_density(logits: Tensor, value: Tensor) -> Tensor:
     size = sig.shape[-1]
     whole = size - size % PRODUCT_BLOCK
     if whole:
-        blocks = sig[..., :whole].unflatten(-1, (whole // PRODUCT_BLOCK, PRODUCT_BLOCK))
-        total = total + blocks.prod(-1).log_().sum(-1)
+        # block j holds pixels j, j + m, ..., j + 7m (m = whole / 8): the
+        # product runs over rows of contiguous pixels, which vectorizes
+        # (twice as fast as over 8 neighbouring pixels)
+        blocks = sig[..., :whole].unflatten(-1, (PRODUCT_BLOCK, whole // PRODUCT_BLOCK))
+        total = total + blocks.prod(-2).log_().sum(-1)
     if whole < size:
         total = total + sig[..., whole:].log().sum(-1)
     return total
