@@ -6,11 +6,12 @@ densities) and frees them at the end of the pass. glibc's allocator hands
 such blocks back to the kernel: blocks above its mmap threshold are
 unmapped on free, and the top of the heap is trimmed once more than its trim
 threshold is free. The next pass then touches fresh pages, which the kernel
-maps and zeroes one 4 KB page at a time. On the K = 5000 evaluation of
-``benchmarks/eval_speed.py`` (784-200-200-50, one thread) that took about a
-quarter of the estimator's time: 1.30-1.41 s per estimate with glibc's
-defaults against 0.97 s with the thresholds below (2026-12-01, untrained
-network, 40 images).
+maps and zeroes one 4 KB page at a time. In a fresh process (K = 5000, 40
+images, an untrained 784-200-200-50 network, two threads) an estimate took
+0.85-1.25 s with glibc's defaults against 0.59-0.62 s with the thresholds
+below (``benchmarks/eval_ab.py``, 2026-12-01). In a process that has
+already freed large blocks (loaded a data set, trained), glibc's own
+dynamic thresholds may have risen enough that it makes little difference.
 
 :func:`keep_freed_memory` sets, once per process, glibc's mmap threshold to
 32 MiB (the ceiling of glibc's own dynamic threshold, which would climb

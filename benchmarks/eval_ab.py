@@ -1,0 +1,112 @@
+"""Paired A/B timings of two choices inside the importance-weighted estimator.
+
+1. ``density``: the Bernoulli image density without gradients, PyTorch's
+   log-sigmoid per pixel (``BinaryBernoulli(...).to_event(1)``, the earlier
+   path) against :func:`ppvae.pieces.likelihoods.binary_image_log_density`
+   (``BernoulliImage``), alternated in one process on the IWAE paper's
+   network trained for 2 epochs on MNIST; prints each pair's ratio, the
+   median, and the largest difference between the two estimates.
+2. ``heap``: the estimator with and without keeping freed memory
+   (:mod:`ppvae.infer.heap`), each in fresh processes (glibc's settings are
+   process-wide), alternated, on an untrained network and random binary
+   images, so that no earlier work has raised glibc's own thresholds.
+
+Usage: ``PPVAE_DATA=../shared/data python benchmarks/eval_ab.py [--threads 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+import pyro
+import torch
+
+
+def density(images: int, repeats: int) -> None:
+    from common import iwae_paper_vae
+
+    from ppvae import fit
+    from ppvae.data import load_dataset
+    from ppvae.infer import log_likelihood
+    from ppvae.pieces import likelihoods
+
+    data = load_dataset("mnist", binarize="dynamic")
+    pyro.set_rng_seed(0)
+    vae = iwae_paper_vae()
+    fit(vae, data, epochs=2, batch_size=100, progress=False)
+    x = data.test.x[:images]
+    new = likelihoods.BernoulliLikelihood.forward
+
+    def old(self, z, context=None):
+        return likelihoods.BinaryBernoulli(logits=self.net(z, context)).to_event(1)
+
+    def timed(forward):
+        likelihoods.BernoulliLikelihood.forward = forward
+        start = time.perf_counter()
+        result = log_likelihood(vae.model, vae.guide, x, num_samples=5000, seed=1)
+        return time.perf_counter() - start, result.per_datapoint
+
+    timed(new)  # warm-up
+    ratios = []
+    for _ in range(repeats):
+        (t_old, r_old), (t_new, r_new) = timed(old), timed(new)
+        ratios.append(t_old / t_new)
+        print(f"  log-sigmoid {t_old:.2f} s, blocks {t_new:.2f} s, ratio {t_old / t_new:.2f}, "
+              f"largest difference {(r_old - r_new).abs().max().item():.1e} nats", flush=True)
+    likelihoods.BernoulliLikelihood.forward = new
+    print(f"density: log-sigmoid time / block-product time, median of {repeats}: "
+          f"{statistics.median(ratios):.2f}")
+
+
+def heap_child(keep: bool) -> None:
+    from ppvae.infer import loglik
+    from ppvae.models import VAE
+
+    if not keep:
+        loglik.keep_freed_memory = lambda: False
+        loglik.release_freed_memory = lambda: None
+    pyro.set_rng_seed(0)
+    vae = VAE(784, latent_dim=50, hidden=(200, 200), activation="tanh")
+    x = torch.bernoulli(torch.full((40, 784), 0.2))
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        loglik.log_likelihood(vae.model, vae.guide, x, num_samples=5000)
+        times.append(time.perf_counter() - start)
+    print(min(times))
+
+
+def heap(threads: int, repeats: int) -> None:
+    pairs = []
+    for _ in range(repeats):
+        t = [float(subprocess.run([sys.executable, __file__, "--child", flag, "--threads",
+                                   str(threads)], check=True, capture_output=True, text=True)
+                   .stdout.split()[-1]) for flag in ("off", "on")]
+        pairs.append(t[0] / t[1])
+        print(f"  glibc defaults {t[0]:.2f} s, freed memory kept {t[1]:.2f} s, "
+              f"ratio {t[0] / t[1]:.2f}", flush=True)
+    print(f"heap: defaults / kept, median of {repeats}: {statistics.median(pairs):.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        heap_child(args.child == "on")
+        return
+    print(f"K = 5000, {args.threads} threads")
+    density(args.images, args.repeats)
+    heap(args.threads, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
