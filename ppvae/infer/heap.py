@@ -26,6 +26,7 @@ On other C libraries both functions do nothing.
 from __future__ import annotations
 
 import ctypes
+import functools
 import platform
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
@@ -33,34 +34,27 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 2**20
 TRIM_THRESHOLD = 256 * 2**20
 
-_state: dict[str, object] = {}
-
-
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
     """The process's glibc, or None elsewhere."""
-    if "libc" not in _state:
-        libc = None
-        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-            try:
-                libc = ctypes.CDLL(None)
-                libc.mallopt, libc.malloc_trim  # noqa: B018 (both must exist)
-            except (OSError, AttributeError):
-                libc = None
-        _state["libc"] = libc
-    return _state["libc"]  # type: ignore[return-value]
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt, libc.malloc_trim  # noqa: B018 (both must exist)
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Let the process keep freed blocks of up to 32 MiB, and up to 256 MiB
     of free memory at the top of its heap, for reuse (module doc). Returns
     whether the settings are in force (glibc only); set once per process."""
     libc = _libc()
-    if libc is None:
-        return False
-    if not _state.get("kept"):
-        _state["kept"] = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-                              and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-    return bool(_state["kept"])
+    return libc is not None and bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+                                     and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def release_freed_memory() -> None:
