@@ -119,6 +119,36 @@ def test_support_checks_name_the_problem():
         make_likelihood("poisson", MLP(2, [4], 3), 3)
 
 
+
+
+@pytest.mark.parametrize("size", [5, 2**17, 2**17 + 3, 3 * 2**17])  # one chunk, a remainder
+def test_scan_values_finds_extremes_and_binary_data_in_every_chunk(size):
+    from ppvae.pieces.likelihoods import scan_values
+
+    torch.manual_seed(0)
+    x = (torch.rand(size) < 0.3).float()
+    assert scan_values(x, binary=True) == (0.0, 1.0, True)
+    assert scan_values(x, binary=False) == (0.0, 1.0, None)
+    for position in (0, size - 1):  # first and last chunk
+        for value, expected in ((0.25, (0.0, 1.0, False)), (1e-30, (0.0, 1.0, False)),
+                                (2.0, (0.0, 2.0, False)), (-1.0, (-1.0, 1.0, False))):
+            y = x.clone()
+            y[position] = value
+            assert scan_values(y, binary=True) == expected
+        y = x.clone()
+        y[position] = float("nan")
+        lo, hi, binary = scan_values(y, binary=True)
+        assert lo != lo and hi != hi and binary is False  # NaN extremes
+
+
+def test_scan_values_is_not_fooled_by_terms_that_cancel():
+    from ppvae.pieces.likelihoods import scan_values
+
+    # x (1 - x) is -2 at -1 and 0.25 at 0.5: eight 0.5s and one -1 sum to zero,
+    # yet the data are not binary (the extremes rule them out)
+    x = torch.tensor([-1.0] + [0.5] * 8 + [0.0, 1.0])
+    assert float(torch.dot(x, 1 - x)) == 0.0
+    assert scan_values(x, binary=True) == (-1.0, 1.0, False)
 def test_standard_normal_scores_as_the_general_normal():
     from ppvae.pieces.priors import StandardNormal
 

@@ -21,6 +21,8 @@ from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 from torch import Tensor
 
+from ppvae.pieces.likelihoods import scan_values
+
 _instances = itertools.count()
 
 
@@ -103,15 +105,16 @@ class LatentVariableModel(PyroModule):
             )
         if len(x) == 0:
             raise ValueError(f"{name} is empty: no data points")
-        lo, hi = torch.aminmax(x)  # one pass; NaN and inf show in the extremes
-        if not (math.isfinite(lo.item()) and math.isfinite(hi.item())):
+        # one pass over the data: NaN and inf show in the extremes
+        lo, hi, binary = scan_values(x, binary=(support or self.likelihood.support) == "binary")
+        if not (math.isfinite(lo) and math.isfinite(hi)):
             finite = torch.isfinite(x)
             bad = (~finite).nonzero()[0].tolist()
             raise ValueError(
                 f"{name} contains {int((~finite).sum())} NaN or infinite values "
                 f"(first at row {bad[0]}, column {bad[1]})"
             )
-        self.likelihood.check(x, support=support, name=name, bounds=(lo.item(), hi.item()))
+        self.likelihood.check(x, support=support, name=name, bounds=(lo, hi), binary=binary)
         return x
 
     def log_likelihood(self, x: Tensor | np.ndarray, *, num_samples: int = 1000, **kwargs: Any):
