@@ -422,7 +422,7 @@ def cmd_ssl(args: argparse.Namespace) -> int:
             data_root=args.data_root, epochs=args.epochs, progress=not args.no_progress,
             m1_epochs=args.m1_epochs, supervised_epochs=args.supervised_epochs,
             latent_dim=args.latent_dim, m1_latent_dim=args.m1_latent_dim, hidden=args.hidden,
-            m1_hidden=args.m1_hidden,
+            m1_hidden=args.m1_hidden, m1_activation=args.m1_activation, m1_lr=args.m1_lr,
             classifier_hidden=args.classifier_hidden, alpha=args.alpha,
             labelled_weight=args.labelled_weight, labelled_per_batch=args.labelled_per_batch,
             batch_size=args.batch_size, lr=args.lr,
@@ -602,6 +602,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--m1-hidden", type=int, nargs="+",
                    help="hidden widths of M1's encoder; its decoder mirrors them "
                         "(default: --hidden)")
+    g.add_argument("--m1-activation", default="relu",
+                   help="M1's hidden activation, e.g. relu, tanh, softplus (%(default)s; "
+                        "the paper's code: softplus)")
+    g.add_argument("--m1-lr", type=float,
+                   help="M1's Adam learning rate (default: --lr)")
     g.add_argument("--alpha", type=float, default=50.0,
                    help="weight of M2's classification term alpha * log q(y | x) (%(default)s)")
     g.add_argument("--labelled-weight", type=_labelled_weight, default=1.0,

@@ -179,6 +179,26 @@ def test_m1_hidden_sizes_m1_alone(tmp_path, monkeypatch):
     assert results["config"]["m1_hidden"] == [24, 12]
 
 
+def test_m1_activation_and_learning_rate_reach_m1_alone(tmp_path, monkeypatch):
+    seen = []
+
+    def recording(model, *args, **kwargs):
+        seen.append((type(model).__name__, model.config.get("activation"), kwargs["lr"]))
+        return fit(model, *args, **kwargs)
+
+    fit = ssl.fit
+    monkeypatch.setattr(ssl, "fit", recording)
+    monkeypatch.setattr(ssl, "ACTIVE_CODE_STD", 0.0)  # a 2-epoch M1 need not use its codes
+    results = run_ssl(tmp_path / "run", labels=(50,), methods=("m1m2",),
+                      **{**TINY, "m1_activation": "softplus", "m1_lr": 3e-4})
+    assert seen == [("VAE", "softplus", 3e-4), ("SSVAE", "relu", 1e-3)]
+    assert (results["config"]["m1_activation"], results["config"]["m1_lr"]) == ("softplus", 3e-4)
+    for bad, message in (({"m1_activation": "sigmoidal"}, "unknown activation"),
+                         ({"m1_lr": 0.0}, "m1_lr must be positive")):
+        with pytest.raises(ValueError, match=message):
+            run_ssl(tmp_path / "bad", labels=(50,), methods=("m1m2",), **{**TINY, **bad})
+
+
 def test_m2_of_m1m2_learns_from_draws_of_the_active_codes(tmp_path, monkeypatch):
     """M2 of M1+M2 gets M1's active dimensions: the training codes with
     q(z1 | x)'s scales, to be drawn anew in each batch; validation and test
@@ -216,6 +236,8 @@ def test_results_written_before_newer_settings_resume(finished, calls):
     del stored["config"]["labelled_weight"]
     del stored["config"]["likelihood"]
     del stored["config"]["m1_hidden"]
+    del stored["config"]["m1_activation"]
+    del stored["config"]["m1_lr"]
     path.write_text(json.dumps(stored))
     results = run_ssl(finished[0], labels=(50,), seeds=(0,), **TINY)
     assert calls == {} and len(results["records"]) == len(stored["records"])
@@ -260,6 +282,7 @@ def test_cli_defaults_match_the_settings():
     assert parse(["ssl", "--labelled-weight", "0.25"]).labelled_weight == 0.25
     assert parse(["ssl", "--likelihood", "gaussian"]).likelihood == "gaussian"
     assert parse(["ssl", "--m1-hidden", "600", "600"]).m1_hidden == [600, 600]
+    assert parse(["ssl", "--m1-activation", "softplus", "--m1-lr", "3e-4"]).m1_lr == 3e-4
     for bad in ("0", "-1", "paper"):
         with pytest.raises(SystemExit):
             parse(["ssl", "--labelled-weight", bad])

@@ -79,7 +79,7 @@ from ppvae.data import Dataset, Split, binarize, label_split, load_dataset
 from ppvae.experiments.records import read_records, unique
 from ppvae.io import atomic_write, load, save
 from ppvae.models import SSVAE, VAE
-from ppvae.nn import make_encoder
+from ppvae.nn import activation, make_encoder
 from ppvae.pieces import LIKELIHOODS
 from ppvae.plots import plot_ssl_errors
 from ppvae.train import fit
@@ -110,6 +110,9 @@ class SSLSettings:
         m1_hidden: hidden widths of M1's encoder (its decoder mirrors them;
             None: ``hidden``). Kingma et al. use two layers of 600 for M1 and
             one of 500 for M2.
+        m1_activation: M1's hidden activation (:data:`ppvae.nn.ACTIVATIONS`);
+            the paper's code uses softplus.
+        m1_lr: M1's Adam learning rate (None: ``lr``).
         hidden: hidden widths of every VAE's encoder (decoders mirror them).
         classifier_hidden: hidden widths of q(y | x) and of the baseline
             (None: ``hidden``).
@@ -136,6 +139,8 @@ class SSLSettings:
     latent_dim: int = 8
     m1_latent_dim: int = 16
     m1_hidden: tuple[int, ...] | None = None
+    m1_activation: str = "relu"
+    m1_lr: float | None = None
     hidden: tuple[int, ...] = (256, 128)
     classifier_hidden: tuple[int, ...] | None = None
     alpha: float = 50.0
@@ -158,6 +163,9 @@ class SSLSettings:
             raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.alpha < 0 or self.lr <= 0:
             raise ValueError(f"alpha must be >= 0 and lr > 0, got {self.alpha} and {self.lr}")
+        if self.m1_lr is not None and self.m1_lr <= 0:
+            raise ValueError(f"m1_lr must be positive, got {self.m1_lr}")
+        activation(self.m1_activation)  # an unknown name fails before any training
         object.__setattr__(self, "labelled_weight", check_labelled_weight(self.labelled_weight))
         object.__setattr__(self, "hidden", tuple(self.hidden))
         for name in ("classifier_hidden", "m1_hidden"):
@@ -218,7 +226,7 @@ def run_ssl(
     config = json.loads(json.dumps({"dataset": data.name, **asdict(settings)}))
     records = read_records(out_dir / RESULTS_JSON, config, "ssl",
                            added={"labelled_weight": 1.0, "likelihood": "bernoulli",
-                                  "m1_hidden": None})
+                                  "m1_hidden": None, "m1_activation": "relu", "m1_lr": None})
     _write_results(out_dir, config, records)
     runner = _Runner(data, settings, out_dir, progress, accelerator)
     done = {(r["method"], r["labels"], r["seed"]) for r in records}
@@ -356,9 +364,10 @@ class _Runner:
         s = self.settings
         pyro.set_rng_seed(seed)
         m1 = VAE(self.data.image_shape, latent_dim=s.m1_latent_dim,
-                 hidden=s.m1_hidden or s.hidden,
+                 hidden=s.m1_hidden or s.hidden, activation=s.m1_activation,
                  likelihood=s.likelihood)
-        history = fit(m1, self.data, epochs=s.m1_epochs, batch_size=s.batch_size, lr=s.lr,
+        history = fit(m1, self.data, epochs=s.m1_epochs, batch_size=s.batch_size,
+                      lr=s.lr if s.m1_lr is None else s.m1_lr,
                       seed=seed, progress=self.progress, max_minutes=s.max_minutes,
                       accelerator=self.accelerator)
         info = {"m1_epochs": history.epochs, "m1_seconds": history.seconds}
