@@ -6,12 +6,18 @@
    (``BernoulliImage``), alternated in one process on the IWAE paper's
    network trained for 2 epochs on MNIST; prints each pair's ratio, the
    median, and the largest difference between the two estimates.
-2. ``heap``: the estimator with and without keeping freed memory
+2. ``replay``: every pass through Pyro against passes replayed from
+   recordings (:mod:`ppvae.infer.replay`; ``ppvae.infer.loglik.REPLAY``),
+   alternated in one process on the same trained network, the recordings
+   made in an untimed first estimate; also the first estimate of a fresh
+   copy of the network, recording included, against one through Pyro.
+3. ``heap``: the estimator with and without keeping freed memory
    (:mod:`ppvae.infer.heap`), each in fresh processes (glibc's settings are
    process-wide), alternated, on an untrained network and random binary
    images, so that no earlier work has raised glibc's own thresholds.
 
-Usage: ``PPVAE_DATA=../shared/data python benchmarks/eval_ab.py [--threads 2]``
+Usage: ``PPVAE_DATA=../shared/data python benchmarks/eval_ab.py [--threads 2]
+[--only density replay heap]``
 """
 
 from __future__ import annotations
@@ -26,19 +32,25 @@ import pyro
 import torch
 
 
-def density(images: int, repeats: int) -> None:
+def trained(images: int):
+    """The IWAE paper's network trained for 2 epochs on MNIST, and test images."""
     from common import iwae_paper_vae
 
     from ppvae import fit
     from ppvae.data import load_dataset
-    from ppvae.infer import log_likelihood
-    from ppvae.pieces import likelihoods
 
     data = load_dataset("mnist", binarize="dynamic")
     pyro.set_rng_seed(0)
     vae = iwae_paper_vae()
     fit(vae, data, epochs=2, batch_size=100, progress=False)
-    x = data.test.x[:images]
+    return vae, data.test.x[:images]
+
+
+def density(vae, x: torch.Tensor, repeats: int) -> None:
+    from ppvae.infer import log_likelihood, loglik
+    from ppvae.pieces import likelihoods
+
+    loglik.REPLAY = False  # a recording would keep the density it was made with
     new = likelihoods.BernoulliLikelihood.forward
 
     def old(self, z, context=None):
@@ -58,8 +70,37 @@ def density(images: int, repeats: int) -> None:
         print(f"  log-sigmoid {t_old:.2f} s, blocks {t_new:.2f} s, ratio {t_old / t_new:.2f}, "
               f"largest difference {(r_old - r_new).abs().max().item():.1e} nats", flush=True)
     likelihoods.BernoulliLikelihood.forward = new
+    loglik.REPLAY = True
     print(f"density: log-sigmoid time / block-product time, median of {repeats}: "
           f"{statistics.median(ratios):.2f}")
+
+
+def replay(vae, x: torch.Tensor, repeats: int) -> None:
+    from common import iwae_paper_vae
+
+    from ppvae.infer import loglik
+
+    def timed(model, on: bool):
+        loglik.REPLAY = on
+        start = time.perf_counter()
+        result = loglik.log_likelihood(model.model, model.guide, x, num_samples=5000, seed=1)
+        return time.perf_counter() - start, result.per_datapoint
+
+    timed(vae, True)  # records every signature of these chunks
+    ratios = []
+    for _ in range(repeats):
+        (t_off, r_off), (t_on, r_on) = timed(vae, False), timed(vae, True)
+        ratios.append(t_off / t_on)
+        print(f"  through Pyro {t_off:.2f} s, replayed {t_on:.2f} s, ratio {t_off / t_on:.2f}, "
+              f"largest difference {(r_off - r_on).abs().max().item():.1e} nats", flush=True)
+    print(f"replay: through-Pyro time / replayed time, median of {repeats}: "
+          f"{statistics.median(ratios):.2f}")
+    fresh = iwae_paper_vae()  # new parameters: nothing recorded for them yet
+    fresh.load_state_dict(vae.state_dict())
+    t_first = timed(fresh, True)[0]
+    print(f"  first estimate of a fresh copy, recording included: {t_first:.2f} s "
+          f"(through Pyro: {timed(vae, False)[0]:.2f} s)")
+    loglik.REPLAY = True
 
 
 def heap_child(keep: bool) -> None:
@@ -97,6 +138,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--only", nargs="+", choices=["density", "replay", "heap"],
+                        default=["density", "replay", "heap"], help="comparisons to run (all)")
     parser.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -104,8 +147,14 @@ def main() -> None:
         heap_child(args.child == "on")
         return
     print(f"K = 5000, {args.threads} threads")
-    density(args.images, args.repeats)
-    heap(args.threads, args.repeats)
+    if "density" in args.only or "replay" in args.only:
+        vae, x = trained(args.images)
+        if "density" in args.only:
+            density(vae, x, args.repeats)
+        if "replay" in args.only:
+            replay(vae, x, args.repeats)
+    if "heap" in args.only:
+        heap(args.threads, args.repeats)
 
 
 if __name__ == "__main__":

@@ -259,3 +259,87 @@ def test_the_estimator_keeps_freed_memory_for_reuse_under_glibc():
     assert heap.keep_freed_memory() is expected
     assert heap.keep_freed_memory() is expected  # once per process, then kept
     heap.release_freed_memory()
+
+
+def _replay_counter(monkeypatch):
+    from ppvae.infer.replay import _Recording
+
+    calls = []
+    original = _Recording.__call__
+
+    def counting(self, *args, **kwargs):
+        calls.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(_Recording, "__call__", counting)
+    return calls
+
+
+def test_static_pairs_replay_recorded_passes_with_the_same_result(binary_batch, monkeypatch):
+    """A VAE (static structure) replays every pass of a signature after the
+    second from a recording, kept with the module for later estimates; the
+    replays make the draws and the estimate of the passes through Pyro."""
+    from ppvae.infer import loglik
+
+    vae = VAE(latent_dim=3)
+    settings = dict(num_samples=300, particle_chunk=50, data_chunk=16, seed=3)
+    monkeypatch.setattr(loglik, "REPLAY", False)
+    eager = log_likelihood(vae.model, vae.guide, binary_batch, **settings)
+    assert vae not in loglik._recordings
+    monkeypatch.setattr(loglik, "REPLAY", True)
+    calls = _replay_counter(monkeypatch)
+    first = log_likelihood(vae.model, vae.guide, binary_batch, **settings)
+    replays_first = len(calls)
+    again = log_likelihood(vae.model, vae.guide, binary_batch, **settings)
+    # passes per data chunk: 1, 9, 40, 50, 50, 50, 50, 50 particles (stops at
+    # 10 and 100); 2 chunks; the very first pass is validated, through Pyro
+    assert replays_first > 0 and len(calls) - replays_first == 2 * 8 - 1
+    for r in (first, again):
+        for name in ("per_datapoint", "elbo", "ess", "khat"):
+            assert torch.allclose(getattr(r, name), getattr(eager, name), rtol=1e-5, atol=1e-5)
+
+
+def test_conditional_pairs_replay_and_user_models_do_not(monkeypatch):
+    from ppvae.infer import loglik
+    from ppvae.models import CVAE
+
+    torch.manual_seed(0)
+    m = CVAE(6, condition="label", num_classes=3, latent_dim=2, hidden=(8,), likelihood="gaussian")
+    x, y = torch.randn(20, 6), torch.randint(0, 3, (20,))
+    settings = dict(num_samples=200, particle_chunk=40, seed=1)
+    monkeypatch.setattr(loglik, "REPLAY", False)
+    eager = m.log_likelihood(x, y, **settings)
+    monkeypatch.setattr(loglik, "REPLAY", True)
+    calls = _replay_counter(monkeypatch)
+    replayed = m.log_likelihood(x, y, **settings)
+    assert calls and torch.allclose(replayed.per_datapoint, eager.per_datapoint, atol=1e-5)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x / 2, 0.8))
+
+    calls.clear()
+    kept = len(loglik._recordings)
+    log_likelihood(model, guide, torch.randn(10), num_samples=200, particle_chunk=20)
+    assert not calls and len(loglik._recordings) == kept
+
+
+def test_recordings_kept_with_a_module_do_not_keep_it_alive(binary_batch):
+    import gc
+    import weakref
+
+    from ppvae.infer import loglik
+    from ppvae.infer.replay import _Recording
+
+    vae = VAE(latent_dim=3)
+    vae.log_likelihood(binary_batch, num_samples=300, particle_chunk=50)
+    assert any(isinstance(r, _Recording) for r in loglik._recordings[vae].values())
+    alive = weakref.ref(vae)
+    del vae
+    gc.collect()
+    assert alive() is None

@@ -20,10 +20,11 @@ made while recording. The signature includes the shapes, dtypes and devices
 of the arguments, whether gradients are on, and the identity of the module's
 parameters and buffers.
 
-Used by the trainer's ELBO (:class:`ppvae.infer.lean_elbo.LeanTrace_ELBO`).
-The importance-weighted estimator does not use it: there the Python saved
-was outweighed by slower passes through the recording, 5% slower in all
-(20 MNIST images, K = 5000, one thread).
+Used by the trainer's ELBO (:class:`ppvae.infer.lean_elbo.LeanTrace_ELBO`)
+and by the importance-weighted estimator's passes
+(:func:`ppvae.infer.log_likelihood`), which keeps its recordings with the
+module for later estimates. A recording holds no reference to the module
+(the traced function's copy of the Python function it traced is dropped).
 
 ``torch.jit.trace`` is deprecated in PyTorch 2.13 in favour of
 ``torch.compile``, which on this project's CPU training step compiled for
@@ -203,6 +204,11 @@ class _Recording:
                 with torch.random.fork_rng(devices=devices):
                     recording.function = _jit_trace(run, recording.inputs(args, kwargs, state),
                                                     check_trace=False)
+            # the traced function keeps the Python function it traced (for
+            # torch.compile), which holds the owner module: drop it, so that
+            # a recording kept with the module never keeps the module alive
+            if hasattr(recording.function, "_torchdynamo_inline"):
+                del recording.function._torchdynamo_inline
             expected = eager[0]
             replayed = recording(args, kwargs, state)
             same = (replayed.shape == expected.shape
