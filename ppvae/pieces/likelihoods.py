@@ -56,7 +56,7 @@ class ObservationModel(nn.Module):
         its values are 0 or 1, if already known (:func:`scan_values`), which
         saves passes over the data."""
         support = support or self.support
-        if support == "binary" and not (_is_binary(x, bounds) if binary is None else binary):
+        if support == "binary" and not (_is_binary(x) if binary is None else binary):
             bad = x[(x != 0) & (x != 1)].flatten()[0].item()
             raise ValueError(
                 f"the Bernoulli likelihood is a density for binary data only, but {name} has "
@@ -106,14 +106,9 @@ def _in_unit_interval(x: Tensor, bounds: tuple[float, float] | None = None) -> b
     return bool((lo >= 0) & (hi <= 1))
 
 
-def _is_binary(x: Tensor, bounds: tuple[float, float] | None = None) -> bool:
-    """All values in {0, 1}: within [0, 1], and sum x (1 - x) = 0, a sum of
-    non-negative terms that are all exactly zero only for binary values."""
-    if not _in_unit_interval(x, bounds):
-        return False
-    flat = x.reshape(-1)
-    chunks = torch.split(flat, 2**17)  # bounded temporaries (512 KB), kept in cache
-    return all(torch.dot(c, 1 - c).item() == 0 for c in chunks)
+def _is_binary(x: Tensor) -> bool:
+    """All values in {0, 1} (:func:`scan_values`; true of no values)."""
+    return x.numel() == 0 or bool(scan_values(x, binary=True)[2])
 
 
 class BinaryBernoulli(KeepsOwnShape, dist.Bernoulli):
