@@ -89,6 +89,51 @@ def test_bernoulli_image_density_without_gradients_matches_the_exact_sum(size):
         assert ((ours.double() - exact).abs() <= 3e-7 * exact.abs() + 6e-8 * size + 1e-6).all()
 
 
+@pytest.mark.parametrize("scale", [0.3, 3.0, 30.0])
+def test_bernoulli_density_through_the_linear_head_matches_the_exact_sum(scale):
+    """Without gradients, a Bernoulli likelihood on an MLP scores the data
+    through the last hidden layer (s . l = h . (W^T s) + b . s): the exact
+    log density up to float32 rounding of the products' terms, for
+    particles of latents broadcast against a batch of images, with and
+    without a context; with gradients, the head is not used."""
+    from ppvae.pieces.likelihoods import BernoulliImage, BinaryBernoulli
+
+    torch.manual_seed(0)
+    for context in (None, torch.randn(5, 1, 1, 3)):
+        net = MLP(4, [16, 12], 37, context_features=0 if context is None else 3,
+                  activation_name="tanh")
+        for p in net.parameters():
+            p.data *= scale
+        lik = make_likelihood("bernoulli", net, 37)
+        z = torch.randn(20, 6, 4)
+        x = torch.bernoulli(torch.full((6, 37), 0.3))
+        with torch.no_grad():
+            image = lik(z, context)
+            assert image._linear_head is not None
+            ours = image.log_prob(x)
+        # exact: in float64, from the same float32 h, W and b
+        hidden, weight, bias = (t.double() for t in image._linear_head)
+        logits = hidden @ weight.T + bias
+        exact = torch.distributions.Bernoulli(logits=logits).log_prob(x.double()).sum(-1)
+        assert ours.shape == exact.shape and ours.dtype == torch.float32
+        # float32 rounding (about 1e-7) of the products' terms and of the
+        # result, plus 6e-8 nats a pixel where sigmoid(|l|) rounds to 1
+        terms = (hidden.abs() @ weight.abs().T + bias.abs()).sum(-1)
+        bound = 3e-7 * (terms + exact.abs()) + 6e-8 * 37 + 1e-6
+        assert ((ours.double() - exact).abs() <= bound).all()
+        # the same as the density without the head, on the same logits
+        plain = BernoulliImage(BinaryBernoulli(logits=image.base_dist.logits), 1).log_prob(x)
+        assert ((ours - plain).abs() <= bound.float()).all()
+    # training (gradients on) builds the image without the head; expanded to
+    # its own shape (as by Pyro's plates) it keeps it, to another it forgets it
+    c = context[0, 0, 0]
+    assert lik(torch.randn(6, 4), c)._linear_head is None
+    with torch.no_grad():
+        image = lik(torch.randn(1, 4), c)
+        assert image.expand((1,))._linear_head is not None
+        assert image.expand((6,))._linear_head is None
+
+
 def test_bernoulli_image_with_gradients_is_the_per_pixel_density_summed():
     from ppvae.pieces.likelihoods import BernoulliImage, BinaryBernoulli
 
