@@ -207,9 +207,9 @@ def binary_linear_log_density(logits: Tensor, value: Tensor, hidden: Tensor, wei
 
     so the data enter through one product of h (H values per particle, not
     D) with W^T s, computed once per data point; the D values of a particle
-    take three passes (|l| and its sum, the sigmoids, their block products,
-    :func:`binary_image_log_density`) instead of five, and the data are never
-    broadcast over the particles. ``logits`` (from ``hidden``, ``weight`` of
+    take four passes (|l|, its sum, the sigmoids and their block products)
+    instead of the six of :func:`binary_image_log_density`, and the data are
+    never broadcast over the particles. ``logits`` (from ``hidden``, ``weight`` of
     shape (D, H) and ``bias``) are not modified. Rounding: s . l and sum |l|
     cancel to the (non-positive) sum of min(s_d l_d, 0), so the float32
     rounding is about 1e-7 of sum_d |l_d| rather than of the result (about
