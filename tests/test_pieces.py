@@ -166,10 +166,11 @@ def test_support_checks_name_the_problem():
 
 
 
-@pytest.mark.parametrize("size", [5, 2**17, 2**17 + 3, 3 * 2**17])  # one chunk, a remainder
-def test_scan_values_finds_extremes_and_binary_data_in_every_chunk(size):
-    from ppvae.pieces.likelihoods import scan_values
+@pytest.mark.parametrize("whole,more", [(0, 5), (1, 0), (1, 3), (3, 0)])  # chunks, values
+def test_scan_values_finds_extremes_and_binary_data_in_every_chunk(whole, more):
+    from ppvae.pieces.likelihoods import _SCAN_CHUNK, scan_values
 
+    size = whole * _SCAN_CHUNK + more
     torch.manual_seed(0)
     x = (torch.rand(size) < 0.3).float()
     assert scan_values(x, binary=True) == (0.0, 1.0, True)

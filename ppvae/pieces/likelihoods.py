@@ -71,29 +71,34 @@ class ObservationModel(nn.Module):
             )
 
 
-_SCAN_CHUNK = 2**17  # values per chunk of a scan: 512 KB of float32, kept in cache
+_SCAN_CHUNK = 2**18  # values per chunk of a scan: 1 MB of float32, kept in cache
 
 
 def scan_values(x: Tensor, binary: bool) -> tuple[float, float, bool | None]:
     """``x``'s minimum and maximum (NaN if it holds a NaN) and, if ``binary``,
     whether every value is 0 or 1 (else None), reading the data from memory
     once: chunk by chunk, the extremes and then, on the chunk still in cache,
-    sum x (1 - x), which within [0, 1] is a sum of non-negative terms that are
+    sum x (x - 1), which within [0, 1] is a sum of non-positive terms that are
     all exactly zero only for binary values. One pass instead of two over a
-    training set that does not fit in cache (60,000 MNIST images: 188 MB)."""
+    training set that does not fit in cache (60,000 MNIST images: 188 MB);
+    the chunks' results and the temporary x - 1 are written into tensors
+    allocated once, so a chunk costs three kernels."""
     if x.numel() == 0:
         raise ValueError("scan_values needs at least one value")
     if not binary:
         lo, hi = torch.aminmax(x)
         return lo.item(), hi.item(), None
-    extremes, mass = [], []
-    for chunk in torch.split(x.reshape(-1), _SCAN_CHUNK):
-        extremes.append(torch.stack(torch.aminmax(chunk)))
-        mass.append(torch.dot(chunk, 1 - chunk))
-    ext = torch.stack(extremes)
-    lo, hi = ext[:, 0].min().item(), ext[:, 1].max().item()
+    chunks = torch.split(x.reshape(-1), _SCAN_CHUNK)
+    lows, highs, mass = (x.new_empty(len(chunks)) for _ in range(3))
+    shifted = x.new_empty(len(chunks[0]))
+    for i, chunk in enumerate(chunks):
+        torch.aminmax(chunk, out=(lows[i], highs[i]))
+        below = shifted[: len(chunk)]
+        torch.sub(chunk, 1, out=below)
+        torch.dot(chunk, below, out=mass[i])
+    lo, hi = lows.min().item(), highs.max().item()
     # NaN comparisons are False: data with a NaN are neither in [0, 1] nor binary
-    binary_values = lo >= 0 and hi <= 1 and bool((torch.stack(mass) == 0).all())
+    binary_values = lo >= 0 and hi <= 1 and bool((mass == 0).all())
     return lo, hi, binary_values
 
 
