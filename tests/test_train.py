@@ -194,18 +194,38 @@ def test_mixed_batches_draw_noisy_labelled_and_unlabelled_points():
                      noise_scale=(scale_u, scale_u))
 
 
-def test_groups_keep_every_batch_in_order_and_cap_their_memory(monkeypatch):
+def test_groups_keep_every_batch_in_order_and_make_them_only_when_used():
     x = torch.arange(1000.0).reshape(100, 10)
     batches = EpochBatches(x, batch_size=7, shuffle=True, seed=3)
     groups = Groups(batches, 4)
     flat = [(b, first + j, total) for group, first, total in groups for j, b in enumerate(group)]
     assert len(groups) == 4 and len(list(groups)) == 4  # 15 batches: 4 + 4 + 4 + 3
+    assert [len(g) for g, _, _ in groups] == [4, 4, 4, 3]
     assert [i for _, i, _ in flat] == list(range(15)) and {t for *_, t in flat} == {15}
     assert all(torch.equal(a[0], b[0]) for (a, _, _), b in zip(flat, batches))
-    monkeypatch.setattr(Groups, "max_bytes", 2 * 7 * 10 * 4)  # room for two batches
-    capped = Groups(batches, 4)
-    assert len(capped) == 8 == len(list(capped))
+    # as Lightning does: the next group is fetched before the current one is
+    # used; fetching makes no batch, so the batches still come in order
+    made = []
+
+    class Counting:
+        def __len__(self):
+            return len(batches)
+
+        def __iter__(self):
+            for b in batches:
+                made.append(b)
+                yield b
+
+    it = iter(Groups(Counting(), 4))
+    first, second = next(it)[0], next(it)[0]
+    assert made == []
+    got = [b for b in first] + [b for b in second]
+    assert len(made) == 8 and all(torch.equal(a[0], b[0]) for a, b in zip(got, batches))
+    with pytest.raises(RuntimeError, match="only once"):
+        list(first)
     assert Groups(batches, lambda: 1).size == 1
+    with pytest.raises(ValueError, match="at least 1"):
+        Groups(batches, 0).size
 
 
 def test_grouped_training_makes_one_counted_step_per_batch(digits, tmp_path):

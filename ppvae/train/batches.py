@@ -217,55 +217,62 @@ class MixedBatches:
 
 class Groups:
     """The batches of ``batches``, ``size`` consecutive ones at a time, as
-    ``(group, first, total)``: the list of batches, the index of its first
+    ``(group, first, total)``: the group's batches, the index of its first
     batch in the epoch and the epoch's number of batches.
 
     The trainer takes one group per Lightning step and makes one optimizer
     step per batch in it, so Lightning's per-step work (batch hooks, progress
-    and logging bookkeeping, about half a millisecond) is paid once per group;
-    the batches, their order and the updates are those of ungrouped training.
-    A group holds at most :attr:`max_bytes` of batch tensors (fewer batches
-    per group when batches are large), so grouping never multiplies the
-    memory of large batches.
+    and logging bookkeeping, about 0.3 ms) is paid once per group; the
+    batches, their order and the updates are those of ungrouped training.
+    A group is lazy (:class:`LazyGroup`): each batch is made when the step
+    that uses it asks for it, as in a plain loop, so that it is still in
+    cache when the step reads it and only one batch is held at a time,
+    whatever the group's size. The groups must be consumed in order, each
+    one entirely before the next (as the trainer does); Lightning may fetch
+    the next group before the current one is consumed, since fetching a
+    group makes none of its batches.
     """
-
-    max_bytes = 2**26  # 64 MiB
 
     def __init__(self, batches: Iterable, size: int | Callable[[], int]) -> None:
         if not isinstance(batches, Sized):
             raise TypeError("Groups needs batches with a length")
         self.batches = batches
         self._size = size
-        self._batch_bytes: int | None = None
 
     @property
     def size(self) -> int:
         """Batches per group: ``size`` (which may be a callable, read at each
-        epoch, e.g. one under data parallelism), fewer if that many batches
-        would hold more than :attr:`max_bytes`."""
+        epoch, e.g. one under data parallelism)."""
         size = self._size() if callable(self._size) else self._size
         if size < 1:
             raise ValueError(f"size must be at least 1, got {size}")
-        if size > 1 and self._batch_bytes is None:  # the size of one batch, looked at once
-            self._batch_bytes = _nbytes(next(iter(self.batches), ()))
-        return size if size == 1 else max(1, min(size, self.max_bytes // max(1, self._batch_bytes)))
+        return size
 
     def __len__(self) -> int:
         return math.ceil(len(self.batches) / self.size)
 
-    def __iter__(self) -> Iterator[tuple[list, int, int]]:
+    def __iter__(self) -> Iterator[tuple[LazyGroup, int, int]]:
         total, size = len(self.batches), self.size
-        group: list = []
-        first = 0
-        for index, batch in enumerate(self.batches):
-            group.append(batch)
-            if len(group) == size:
-                yield group, first, total
-                group, first = [], index + 1
-        if group:
-            yield group, first, total
+        source = iter(self.batches)
+        for first in range(0, total, size):
+            yield LazyGroup(source, min(size, total - first)), first, total
 
 
-def _nbytes(batch: tuple[Tensor, ...]) -> int:
-    """Bytes of a batch's tensors."""
-    return sum(t.numel() * t.element_size() for t in batch if isinstance(t, Tensor))
+class LazyGroup:
+    """``length`` consecutive batches of an epoch, taken from the epoch's
+    batch iterator only as they are iterated over (once)."""
+
+    def __init__(self, source: Iterator, length: int) -> None:
+        self._source = source
+        self._length = length
+        self._used = False
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator:
+        if self._used:
+            raise RuntimeError("a group's batches can be iterated over only once")
+        self._used = True
+        for _ in range(self._length):
+            yield next(self._source)

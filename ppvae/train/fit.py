@@ -28,9 +28,9 @@ from ppvae.train.module import SVIModule, TrainingDiverged
 
 TrainData = Dataset | Tensor | np.ndarray | Sequence[Tensor | np.ndarray]
 
-#: Batches per Lightning step in one process (:class:`ppvae.train.batches.Groups`);
-#: data-parallel runs take one.
-BATCHES_PER_STEP = 8
+#: Batches per Lightning step in one process (:class:`ppvae.train.batches.Groups`,
+#: lazy: each batch is made when its step starts); data-parallel runs take one.
+BATCHES_PER_STEP = 32
 
 
 def _split_data(
