@@ -3,7 +3,8 @@
 The network of the performance issue: a 784-400-50 MLP VAE (ReLU, Bernoulli
 likelihood, diagonal-Gaussian guide) on statically binarized MNIST, Adam with
 learning rate 1e-3, trained three ways in one run, interleaved so that machine
-noise hits all alike, median of ``--repeats`` repeats:
+noise hits all alike (in an order that rotates from repeat to repeat), median
+of ``--repeats`` repeats (9):
 
 - ``handwritten``: a plain PyTorch loop with the same networks, the same
   Monte Carlo ELBO estimate (one reparameterized z per image, KL term as
@@ -34,7 +35,7 @@ estimator keeps per data point only running sums and the tail that k-hat
 needs, so evaluation memory levels off as K grows).
 
 Usage: PPVAE_DATA=../shared/data python benchmarks/throughput.py [--batch-sizes 128 256]
-       [--epochs 1] [--repeats 5] [--json]
+       [--epochs 1] [--repeats 9] [--json]
 With --json it prints one JSON object whose keys include ``handwritten``,
 ``pyro_svi``, ``ppvae_fit`` (images/s at the first batch size) and
 ``ratio_ppvae_vs_handwritten``.
@@ -180,7 +181,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--epochs", type=int, default=1, help="epochs per timed run")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--num-images", type=int, default=60000,
                         help="training images per epoch")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -206,10 +207,14 @@ def main() -> None:
     for batch_size in args.batch_sizes:
         times = {name: [] for name in runners}
         elbos = {name: [] for name in runners}
+        names = list(runners)
         for repeat in range(args.repeats):
             peaks.append(matmul_peak_gflops())
-            for name, run in runners.items():
-                seconds, elbo = run(x, batch_size, args.epochs, repeat)
+            # the order rotates from repeat to repeat, so that no runner
+            # always follows the same one (a drift of the machine's speed
+            # within a repeat then favours none of them)
+            for name in names[repeat % len(names):] + names[: repeat % len(names)]:
+                seconds, elbo = runners[name](x, batch_size, args.epochs, repeat)
                 times[name].append(seconds)
                 elbos[name].append(elbo)
         rate = {name: args.epochs * len(x) / statistics.median(t) for name, t in times.items()}
