@@ -34,8 +34,17 @@ and of evaluation at K = 500, 5000 and 50000, each in a fresh process (the
 estimator keeps per data point only running sums and the tail that k-hat
 needs, so evaluation memory levels off as K grows).
 
+With ``--breakdown`` it prints instead where ``ppvae.fit``'s time goes
+against the hand-written loop at the first batch size: the time of a
+training step (ppvae's replayed loss, its backward pass and the fused Adam
+step, in a plain loop over the same batches as the hand-written loop,
+alternating with it) and what a ``fit`` call costs beyond its steps (the
+data check over all the images, and the trainer's start, the first steps'
+checks and recording and its end, from ``fit`` and the hand-written loop on
+``--breakdown-batches`` batches).
+
 Usage: PPVAE_DATA=../shared/data python benchmarks/throughput.py [--batch-sizes 128 256]
-       [--epochs 1] [--repeats 9] [--json]
+       [--epochs 1] [--repeats 9] [--json] [--breakdown]
 With --json it prints one JSON object whose keys include ``handwritten``,
 ``pyro_svi``, ``ppvae_fit`` (images/s at the first batch size) and
 ``ratio_ppvae_vs_handwritten``.
@@ -174,6 +183,95 @@ def child(task: str, *args: str) -> None:
     print(int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024)
 
 
+def step_times(x: torch.Tensor, batch_size: int, rounds: int) -> tuple[list[float], list[float]]:
+    """Seconds per step of the hand-written step and of ppvae's (replayed
+    loss, backward pass, fused Adam) in plain loops over the same batches,
+    alternating ``rounds`` times; the first round of each is a warm-up."""
+    from ppvae.infer import training_loss
+    from ppvae.train.module import adam
+
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENT))
+    decoder = nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 784))
+    hand_opt = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=1e-3,
+                                fused=True)
+    vae = make_vae()
+    loss_fn = training_loss(vae)
+    ours_opt = adam(vae.parameters(), 1e-3)
+    batches = list(torch.split(x, batch_size))
+
+    def hand() -> None:
+        for xb in batches:
+            loc, raw = encoder(xb).chunk(2, -1)
+            scale = softplus(raw)
+            eps = torch.randn_like(loc)
+            z = loc + scale * eps
+            log_px = -binary_cross_entropy_with_logits(decoder(z), xb, reduction="none").sum(-1)
+            log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)
+            log_qz = (-0.5 * (eps**2 + LOG_2PI) - scale.log()).sum(-1)
+            loss = -(log_px + log_pz - log_qz).sum() / len(xb)
+            hand_opt.zero_grad()
+            loss.backward()
+            hand_opt.step()
+            loss.item()
+
+    def ours() -> None:
+        for xb in batches:
+            loss = loss_fn(vae, (xb,), 1.0)
+            loss.item()
+            ours_opt.zero_grad()
+            loss.backward()
+            ours_opt.step()
+
+    times: dict = {hand: [], ours: []}
+    with pyro.validation_enabled(False):  # as ppvae.fit after its first step
+        for r in range(rounds + 1):
+            for run in (hand, ours) if r % 2 == 0 else (ours, hand):
+                start = time.perf_counter()
+                run()
+                times[run].append((time.perf_counter() - start) / len(batches))
+    return times[hand][1:], times[ours][1:]
+
+
+def breakdown(x: torch.Tensor, batch_size: int, repeats: int, batches: int) -> None:
+    """Print where ``ppvae.fit``'s time goes against the hand-written loop."""
+    hand_step, our_step = step_times(x[: 100 * batch_size], batch_size, 2 * repeats)
+    paired = [h / o for h, o in zip(hand_step, our_step)]
+    print(f"\nbatch {batch_size}: time of a training step, plain loops over the same 100 "
+          f"batches, alternating, {2 * repeats} rounds each")
+    print(f"  hand-written step      median {1e3 * statistics.median(hand_step):.3f} ms, "
+          f"min {1e3 * min(hand_step):.3f} ms")
+    print(f"  ppvae step (replayed)  median {1e3 * statistics.median(our_step):.3f} ms, "
+          f"min {1e3 * min(our_step):.3f} ms")
+    print(f"  hand-written / ppvae within each round: median {statistics.median(paired):.3f} "
+          f"(range {min(paired):.2f}-{max(paired):.2f})")
+    vae = make_vae()
+    check = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        vae.prepare(x, name="training data")
+        check.append(time.perf_counter() - start)
+    small = x[: batches * batch_size]
+    fit_small, hand_small = [], []
+    for r in range(repeats):
+        for name in ("fit", "hand") if r % 2 == 0 else ("hand", "fit"):
+            if name == "fit":
+                fit_small.append(ppvae_fit(small, batch_size, 1, r)[0])
+            else:
+                hand_small.append(handwritten(small, batch_size, 1, r)[0])
+    start_cost = statistics.median(f - h for f, h in zip(fit_small, hand_small))
+    print(f"\nwhat a ppvae.fit call costs beyond its steps (median of {repeats}):")
+    print(f"  the data check over all {len(x)} images: {1e3 * statistics.median(check):.1f} ms")
+    print(f"  the rest (trainer start and end, the first steps' checks and recording, "
+          f"Lightning's steps): ppvae.fit on {batches} batches {1e3 * statistics.median(fit_small):.0f} ms"
+          f" - the hand-written loop {1e3 * statistics.median(hand_small):.0f} ms = "
+          f"{1e3 * start_cost:.0f} ms (paired)")
+    epoch = len(x) / batch_size * statistics.median(hand_step)
+    print(f"  together {1e3 * (statistics.median(check) + start_cost):.0f} ms, "
+          f"{100 * (statistics.median(check) + start_cost) / epoch:.1f}% of a {len(x)}-image "
+          f"epoch of hand-written steps ({epoch:.2f} s)")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(*sys.argv[2:])
@@ -185,12 +283,20 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=60000,
                         help="training images per epoch")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="print where ppvae.fit's time goes instead (module doc)")
+    parser.add_argument("--breakdown-batches", type=int, default=16,
+                        help="batches of the short fits of --breakdown")
     args = parser.parse_args()
 
     data = load_dataset("mnist", binarize="static")
     x = torch.cat([data.train.x, data.val.x])[: args.num_images]
     if not args.json:
         print(f"machine: {machine()}", flush=True)
+    if args.breakdown:
+        ppvae_fit(x[: 8 * args.batch_sizes[0]], args.batch_sizes[0], 1, 0)  # imports Lightning
+        breakdown(x, args.batch_sizes[0], args.repeats, args.breakdown_batches)
+        return
     runners = {"handwritten": handwritten, "pyro_svi": pyro_svi, "ppvae_fit": ppvae_fit}
     results: dict = {"machine": machine(), "batch_sizes": {}}
     # One untimed run of each on a slice of the data: what a process pays
