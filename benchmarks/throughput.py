@@ -69,8 +69,9 @@ from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 import ppvae
 from ppvae.data import binarize, label_split, load_dataset
-from ppvae.infer import log_likelihood
+from ppvae.infer import log_likelihood, training_loss
 from ppvae.models import SSVAE, VAE
+from ppvae.train.module import adam
 
 LATENT, HIDDEN = 50, 400
 LOG_2PI = math.log(2 * math.pi)
@@ -86,30 +87,43 @@ def network_flops_per_image() -> int:
     return 3 * 2 * macs
 
 
-def handwritten(x: torch.Tensor, batch_size: int, epochs: int, seed: int) -> tuple[float, float]:
-    """A plain PyTorch VAE loop; returns (seconds, last epoch's mean ELBO)."""
+def hand_networks(seed: int) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer]:
+    """The hand-written loop's encoder, decoder and Adam (fused, as ppvae.fit uses)."""
     torch.manual_seed(seed)
     encoder = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENT))
     decoder = nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 784))
     params = list(encoder.parameters()) + list(decoder.parameters())
-    optimizer = torch.optim.Adam(params, lr=1e-3, fused=True)  # as ppvae.fit uses
+    return encoder, decoder, torch.optim.Adam(params, lr=1e-3, fused=True)
+
+
+def hand_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Optimizer,
+              xb: torch.Tensor) -> torch.Tensor:
+    """One hand-written training step on the batch ``xb``; returns the loss
+    (the negative ELBO per image) it stepped on."""
+    loc, raw = encoder(xb).chunk(2, -1)
+    scale = softplus(raw)
+    eps = torch.randn_like(loc)
+    z = loc + scale * eps
+    log_px = -binary_cross_entropy_with_logits(decoder(z), xb, reduction="none").sum(-1)
+    log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)
+    log_qz = (-0.5 * (eps**2 + LOG_2PI) - scale.log()).sum(-1)
+    loss = -(log_px + log_pz - log_qz).sum() / len(xb)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def handwritten(x: torch.Tensor, batch_size: int, epochs: int, seed: int) -> tuple[float, float]:
+    """A plain PyTorch VAE loop; returns (seconds, last epoch's mean ELBO)."""
+    encoder, decoder, optimizer = hand_networks(seed)
     start = time.perf_counter()
     for epoch in range(epochs):
         total = 0.0
         order = torch.randperm(len(x))
         for i in range(0, len(x), batch_size):
             xb = x[order[i:i + batch_size]]
-            loc, raw = encoder(xb).chunk(2, -1)
-            scale = softplus(raw)
-            eps = torch.randn_like(loc)
-            z = loc + scale * eps
-            log_px = -binary_cross_entropy_with_logits(decoder(z), xb, reduction="none").sum(-1)
-            log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)
-            log_qz = (-0.5 * (eps**2 + LOG_2PI) - scale.log()).sum(-1)
-            loss = -(log_px + log_pz - log_qz).sum() / len(xb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            loss = hand_step(encoder, decoder, optimizer, xb)
             total -= loss.item() * len(xb) if epoch == epochs - 1 else 0.0
     return time.perf_counter() - start, total / len(x)
 
@@ -187,14 +201,7 @@ def step_times(x: torch.Tensor, batch_size: int, rounds: int) -> tuple[list[floa
     """Seconds per step of the hand-written step and of ppvae's (replayed
     loss, backward pass, fused Adam) in plain loops over the same batches,
     alternating ``rounds`` times; the first round of each is a warm-up."""
-    from ppvae.infer import training_loss
-    from ppvae.train.module import adam
-
-    torch.manual_seed(0)
-    encoder = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENT))
-    decoder = nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 784))
-    hand_opt = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=1e-3,
-                                fused=True)
+    encoder, decoder, hand_opt = hand_networks(0)
     vae = make_vae()
     loss_fn = training_loss(vae)
     ours_opt = adam(vae.parameters(), 1e-3)
@@ -202,18 +209,7 @@ def step_times(x: torch.Tensor, batch_size: int, rounds: int) -> tuple[list[floa
 
     def hand() -> None:
         for xb in batches:
-            loc, raw = encoder(xb).chunk(2, -1)
-            scale = softplus(raw)
-            eps = torch.randn_like(loc)
-            z = loc + scale * eps
-            log_px = -binary_cross_entropy_with_logits(decoder(z), xb, reduction="none").sum(-1)
-            log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)
-            log_qz = (-0.5 * (eps**2 + LOG_2PI) - scale.log()).sum(-1)
-            loss = -(log_px + log_pz - log_qz).sum() / len(xb)
-            hand_opt.zero_grad()
-            loss.backward()
-            hand_opt.step()
-            loss.item()
+            hand_step(encoder, decoder, hand_opt, xb).item()
 
     def ours() -> None:
         for xb in batches:
