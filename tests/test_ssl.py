@@ -61,6 +61,7 @@ def test_run_writes_records_summary_table_and_figure(finished):
         assert 0 <= r["test_error"] <= 1 and r["seconds"] > 0 and r["dataset"] == "digits"
     m1m2 = stored["records"][1]
     assert m1m2["m1_epochs"] == 2 and m1m2["epochs"] == 1
+    assert 0 <= m1m2["test_error_sampled"] <= 1
     assert stored["summary"] == [
         {"method": r["method"], "labels": 50, "mean_error": r["test_error"], "std_error": None,
          "num_seeds": 1} for r in stored["records"]]
@@ -309,3 +310,17 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["ssl", "--help"])
     assert e.value.code == 0
+
+
+def test_sampled_codes_classify_as_the_mean_when_q_z1_is_a_point():
+    """With zero posterior scales every draw of z1 is the mean, so the
+    averaged q(y | z1) picks the class that q(y | mean) picks."""
+    from ppvae.models import SSVAE
+
+    torch.manual_seed(0)
+    m2 = SSVAE(5, 3, latent_dim=2, hidden=(8,), likelihood="gaussian")
+    mean = torch.randn(40, 5)
+    picked = ssl._averaged_over_codes(m2, (mean, torch.zeros(40, 5)), seed=0)
+    assert torch.equal(picked, m2.predict(mean))
+    wide = ssl._averaged_over_codes(m2, (mean, torch.full((40, 5), 3.0)), seed=0)
+    assert wide.shape == (40,) and not torch.equal(wide, picked)  # draws matter when wide
