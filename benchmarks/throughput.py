@@ -231,14 +231,14 @@ def step_times(x: torch.Tensor, batch_size: int, rounds: int) -> tuple[list[floa
 
 def breakdown(x: torch.Tensor, batch_size: int, repeats: int, batches: int) -> None:
     """Print where ``ppvae.fit``'s time goes against the hand-written loop."""
-    hand_step, our_step = step_times(x[: 100 * batch_size], batch_size, 2 * repeats)
-    paired = [h / o for h, o in zip(hand_step, our_step)]
+    hand_times, our_times = step_times(x[: 100 * batch_size], batch_size, 2 * repeats)
+    paired = [h / o for h, o in zip(hand_times, our_times)]
     print(f"\nbatch {batch_size}: time of a training step, plain loops over the same 100 "
           f"batches, alternating, {2 * repeats} rounds each")
-    print(f"  hand-written step      median {1e3 * statistics.median(hand_step):.3f} ms, "
-          f"min {1e3 * min(hand_step):.3f} ms")
-    print(f"  ppvae step (replayed)  median {1e3 * statistics.median(our_step):.3f} ms, "
-          f"min {1e3 * min(our_step):.3f} ms")
+    print(f"  hand-written step      median {1e3 * statistics.median(hand_times):.3f} ms, "
+          f"min {1e3 * min(hand_times):.3f} ms")
+    print(f"  ppvae step (replayed)  median {1e3 * statistics.median(our_times):.3f} ms, "
+          f"min {1e3 * min(our_times):.3f} ms")
     print(f"  hand-written / ppvae within each round: median {statistics.median(paired):.3f} "
           f"(range {min(paired):.2f}-{max(paired):.2f})")
     vae = make_vae()
@@ -262,7 +262,7 @@ def breakdown(x: torch.Tensor, batch_size: int, repeats: int, batches: int) -> N
           f"Lightning's steps): ppvae.fit on {batches} batches {1e3 * statistics.median(fit_small):.0f} ms"
           f" - the hand-written loop {1e3 * statistics.median(hand_small):.0f} ms = "
           f"{1e3 * start_cost:.0f} ms (paired)")
-    epoch = len(x) / batch_size * statistics.median(hand_step)
+    epoch = len(x) / batch_size * statistics.median(hand_times)
     print(f"  together {1e3 * (statistics.median(check) + start_cost):.0f} ms, "
           f"{100 * (statistics.median(check) + start_cost) / epoch:.1f}% of a {len(x)}-image "
           f"epoch of hand-written steps ({epoch:.2f} s)")

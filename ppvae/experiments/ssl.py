@@ -353,11 +353,11 @@ class _Runner:
                                        f"(every posterior mean has a standard deviation "
                                        f"<= {ACTIVE_CODE_STD} over the training images): "
                                        "train it longer or with another --m1-latent-dim")
-                splits = [Split(mean[:, keep], self.data.train.y, scale[:, keep])]
-                splits += [Split(m1.encode(split.x)[:, keep], split.y)
-                           for split in (self.data.val, self.data.test)]
                 q_test = m1.posterior(self.data.test.x)
                 self._test_codes[seed] = (q_test.mean[:, keep], q_test.stddev[:, keep])
+                splits = [Split(mean[:, keep], self.data.train.y, scale[:, keep]),
+                          Split(m1.encode(self.data.val.x)[:, keep], self.data.val.y),
+                          Split(self._test_codes[seed][0], self.data.test.y)]
             # label_split picks points by their labels and the seed only, so the
             # codes get the same labelled images as the other methods.
             dims = int(keep.sum())
