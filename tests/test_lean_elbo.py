@@ -95,12 +95,51 @@ def test_takes_the_lean_path_only_after_checking_agreement(binary_batch, lean_ca
     elbo = LeanTrace_ELBO(replay=False)
     with pyro.validation_enabled(True):
         elbo.differentiable_loss(vae.model, vae.guide, binary_batch)
-    assert lean_calls == [] and elbo._agrees == {}  # validation runs Trace_ELBO itself
+        # validation runs Trace_ELBO itself, checking the lean path on the way
+        assert lean_calls == [1] and elbo._agrees == {(vae.model, vae.guide): True}
+        elbo.differentiable_loss(vae.model, vae.guide, binary_batch)
+        assert lean_calls == [1]  # checked once
     with pyro.validation_enabled(False):
         elbo.differentiable_loss(vae.model, vae.guide, binary_batch)
         elbo.differentiable_loss(vae.model, vae.guide, binary_batch)
-    # one agreement check on the first call, then the lean path on both calls
-    assert len(lean_calls) == 3 and elbo._agrees == {(vae.model, vae.guide): True}
+    assert len(lean_calls) == 3  # no second check: the lean path on both calls
+    fresh = LeanTrace_ELBO(replay=False)
+    with pyro.validation_enabled(False):
+        fresh.differentiable_loss(vae.model, vae.guide, binary_batch)
+    # without validation, the check runs on the first call (and the lean path after it)
+    assert len(lean_calls) == 5 and fresh._agrees == {(vae.model, vae.guide): True}
+
+
+def test_a_validated_call_gives_trace_elbos_loss_and_gradients(binary_batch):
+    """The check made on a validated call draws from a copy of the random
+    state: the loss, gradients and the stream after it are Trace_ELBO's."""
+    vae = VAE(64, latent_dim=3, hidden=(16,))
+    params = list(vae.parameters())
+    with pyro.validation_enabled(True):
+        for seed in range(2):
+            elbo = LeanTrace_ELBO()
+            ours, our_grads = loss_and_grads(elbo.differentiable_loss, params, seed,
+                                             vae.model, vae.guide, binary_batch)
+            after = torch.rand(1)
+            ref, ref_grads = loss_and_grads(Trace_ELBO().differentiable_loss, params, seed,
+                                            vae.model, vae.guide, binary_batch)
+            assert torch.equal(ours, ref) and torch.equal(after, torch.rand(1))
+            assert all(torch.equal(a, b) for a, b in zip(our_grads, ref_grads))
+            assert elbo._agrees == {(vae.model, vae.guide): True}
+
+
+def test_a_pair_that_pyros_checks_reject_gets_pyros_error(binary_batch):
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x)), 1.0))
+            pyro.sample("x", dist.Normal(z, -1.0), obs=x[:, 0])  # a negative scale
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(torch.zeros(len(x)), 1.0))
+
+    with pyro.validation_enabled(True), pytest.raises(ValueError, match="scale"):
+        LeanTrace_ELBO().differentiable_loss(model, guide, binary_batch)
 
 
 def test_defers_to_trace_elbo_for_discrete_guides_and_several_particles(lean_calls):

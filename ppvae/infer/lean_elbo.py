@@ -17,9 +17,11 @@ draw and score its latents, the model once with those values substituted.
 Sampling happens in the same order as in ``Trace_ELBO``, so on the same random
 state both give the same loss and gradients. The first time it meets a
 model/guide pair it evaluates both on the same random state and keeps the lean
-path only if they agree; it also defers to ``Trace_ELBO`` (with all its
-checks) while Pyro's validation is enabled, with more than one particle, and
-for guides with non-reparameterized or enumerated sites.
+path only if they agree (on a trainer's first step, where Pyro's validation
+is on and ``Trace_ELBO`` runs with all its checks, the comparison is made on
+the way); it defers to ``Trace_ELBO`` while validation is enabled, with more
+than one particle, and for guides with non-reparameterized or enumerated
+sites.
 
 Recorded replay. Even the lean passes spend most of a small network's step in
 Python (Pyro's handlers, distribution constructors). For a pair whose owner
@@ -36,6 +38,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import pyro
 import torch
 from pyro.distributions import Independent
 from pyro.distributions.util import scale_and_mask
@@ -126,8 +129,11 @@ class LeanTrace_ELBO(Trace_ELBO):
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any,
                             **kwargs: Any) -> Tensor:
-        if self.num_particles != 1 or is_validation_enabled() or not self._lean_ok(
-                model, guide, args, kwargs):
+        if self.num_particles != 1:
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        if is_validation_enabled():
+            return self._checked_reference(model, guide, args, kwargs)
+        if not self._lean_ok(model, guide, args, kwargs):
             return super().differentiable_loss(model, guide, *args, **kwargs)
         owner = static_owner(model, guide) if self.replay and torch.is_grad_enabled() else None
         if owner is not None:
@@ -136,6 +142,24 @@ class LeanTrace_ELBO(Trace_ELBO):
             if loss is not None:
                 return loss
         return lean_elbo_loss(model, guide, *args, **kwargs)
+
+    def _checked_reference(self, model: Callable, guide: Callable, args: tuple,
+                           kwargs: dict) -> Tensor:
+        """Trace_ELBO's loss, with all of Pyro's checks (validation is on);
+        the first time for a pair, the lean path's loss on a copy of the same
+        random state is compared with it on the way, so that the agreement
+        check costs no Trace_ELBO evaluation of its own (a trainer's first,
+        validated step does it)."""
+        key = (model, guide)
+        if key in self._agrees:
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        # Pyro's checks run once, in Trace_ELBO's pass below
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices(args)), \
+                pyro.validation_enabled(False):
+            lean = self._lean_or_none(model, guide, args, kwargs, validated=True)
+        reference = super().differentiable_loss(model, guide, *args, **kwargs)
+        self._agrees[key] = self._agree(lean, reference)
+        return reference
 
     def _lean_ok(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> bool:
         """Whether the lean path gives Trace_ELBO's loss on this pair: checked
@@ -147,10 +171,26 @@ class LeanTrace_ELBO(Trace_ELBO):
                 with torch.random.fork_rng(devices=devices):
                     reference = super().differentiable_loss(model, guide, *args, **kwargs)
                 with torch.random.fork_rng(devices=devices):
-                    try:
-                        lean = lean_elbo_loss(model, guide, *args, **kwargs)
-                    except (_NotReparameterized, KeyError):
-                        lean = None
-            self._agrees[key] = lean is not None and bool(
-                torch.allclose(lean, reference, rtol=1e-5, atol=1e-4))
+                    lean = self._lean_or_none(model, guide, args, kwargs)
+            self._agrees[key] = self._agree(lean, reference)
         return self._agrees[key]
+
+    @staticmethod
+    def _lean_or_none(model: Callable, guide: Callable, args: tuple, kwargs: dict,
+                      validated: bool = False) -> Tensor | None:
+        """The lean loss, or None where the lean path cannot score the pair
+        (or, with ``validated``, where Pyro's checks reject its arguments:
+        Trace_ELBO, run next, then raises its own error)."""
+        try:
+            return lean_elbo_loss(model, guide, *args, **kwargs)
+        except (_NotReparameterized, KeyError):
+            return None
+        except (ValueError, NotImplementedError):
+            if validated:
+                return None
+            raise
+
+    @staticmethod
+    def _agree(lean: Tensor | None, reference: Tensor) -> bool:
+        return lean is not None and bool(
+            torch.allclose(lean.detach(), reference.detach(), rtol=1e-5, atol=1e-4))
