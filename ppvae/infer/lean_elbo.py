@@ -179,8 +179,9 @@ class LeanTrace_ELBO(Trace_ELBO):
     def _lean_or_none(model: Callable, guide: Callable, args: tuple, kwargs: dict,
                       validated: bool = False) -> Tensor | None:
         """The lean loss, or None where the lean path cannot score the pair
-        (or, with ``validated``, where Pyro's checks reject its arguments:
-        Trace_ELBO, run next, then raises its own error)."""
+        (or, with ``validated``, where it raises ``ValueError`` or
+        ``NotImplementedError``: Trace_ELBO, run next with Pyro's checks,
+        then raises its own error if the pair is at fault)."""
         try:
             return lean_elbo_loss(model, guide, *args, **kwargs)
         except (_NotReparameterized, KeyError):
