@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import os
 
-# Idle OpenMP threads sleep instead of spinning. With spinning (the default),
-# a 2-thread run on a machine whose other core is busy stalls at every
-# parallel region: `ppvae train` on digits took 203 s instead of 14 s with
-# another job running. Set here, before torch loads its OpenMP runtime; an
+# Idle OpenMP threads sleep instead of spinning: with spinning (the default),
+# a run on a machine whose other cores are busy stalls at every parallel
+# region. Set by the command, before torch loads its OpenMP runtime; an
 # OMP_WAIT_POLICY already in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -22,8 +22,8 @@ with warnings.catch_warnings():
 
 def test_groups_and_dims_for_a_vae(binary_batch):
     vae = VAE((1, 8, 8), latent_dim=3, hidden=(32,))
-    history = History(train_elbo=[-60.0, -50.0, -45.0], val_elbo=[-61.0, -52.0, -47.0],
-                      best_epoch=3, seconds=1.5)
+    history = History(metrics={"train_elbo": [-60.0, -50.0, -45.0],
+                               "val_elbo": [-61.0, -52.0, -47.0]}, best_epoch=3, seconds=1.5)
     data = to_inference_data(vae.model, vae.guide, binary_batch, datapoints=[3, 7, 20],
                              num_samples=50, history=history)
     assert set(data.groups()) == {"posterior", "sample_stats", "observed_data", "training"}

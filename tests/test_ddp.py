@@ -18,7 +18,7 @@ import torch
 
 from ppvae.cli import main
 from ppvae.models import VAE
-from ppvae.train import SVIModule, TrainingDiverged
+from ppvae.train import ELBOPlan, TrainingDiverged
 from ppvae.train.batches import EpochBatches, MixedBatches
 
 TINY = ["--no-progress", "--latent-dim", "2", "--hidden", "32"]
@@ -72,7 +72,7 @@ def test_semi_supervised_shards_split_labelled_and_unlabelled_points():
 
 
 class _FakeTrainer:
-    """What SVIModule.step_loss reads from the trainer, for process ``rank``
+    """What a plan's ``checked`` reads from the trainer, for process ``rank``
     of 2 whose all-reduce returns the given sum."""
 
     def __init__(self, rank: int, reduced: torch.Tensor) -> None:
@@ -88,13 +88,10 @@ class _FakeTrainer:
         self.strategy = Strategy()
 
 
-def _quadratic_loss(model, batch, beta):
+def _quadratic_loss(model, batch):
     """A deterministic loss per data point (the mean over the batch)."""
     weight = model.encoder.net.layers[0].weight
     return (batch[0] @ weight.T).tanh().pow(2).sum(1).mean()
-
-
-_quadratic_loss.num_points = lambda batch: len(batch[0])  # as ppvae's losses count them
 
 
 @pytest.mark.parametrize("split", [(5, 5), (6, 3)])
@@ -103,29 +100,29 @@ def test_ddp_average_of_weighted_gradients_is_the_global_batch_gradient(split):
     vae = VAE((1, 8, 8), latent_dim=2, hidden=(8,))
     x = torch.rand(sum(split), 64)
     vae.zero_grad()
-    _quadratic_loss(vae, (x,), 1.0).backward()
+    _quadratic_loss(vae, (x,)).backward()
     expected = vae.encoder.net.layers[0].weight.grad.clone()
 
-    module = SVIModule(vae)
-    module.loss = _quadratic_loss
+    module = ELBOPlan(vae)
     grads = []
     for rank, part in enumerate(x.split(list(split))):
         module._trainer = _FakeTrainer(rank, torch.tensor([float(len(x)), 0.0],
                                                           dtype=torch.float64))
         module.on_train_epoch_start()
         vae.zero_grad()
-        module.step_loss((part,), 0, 1).backward()
+        module.checked(_quadratic_loss(vae, (part,)), (part,), 0).backward()
         grads.append(vae.encoder.net.layers[0].weight.grad.clone())
     assert torch.allclose((grads[0] + grads[1]) / 2, expected, atol=1e-6)  # what DDP applies
 
 
 def test_a_non_finite_loss_on_another_process_stops_this_one_too():
-    module = SVIModule(VAE((1, 8, 8), latent_dim=2, hidden=(8,)))
-    module.loss = _quadratic_loss
+    vae = VAE((1, 8, 8), latent_dim=2, hidden=(8,))
+    module = ELBOPlan(vae)
     module._trainer = _FakeTrainer(0, torch.tensor([8.0, 1.0], dtype=torch.float64))
     module.on_train_epoch_start()
+    batch = (torch.rand(4, 64),)
     with pytest.raises(TrainingDiverged):
-        module.step_loss((torch.rand(4, 64),), 0, 1)
+        module.checked(_quadratic_loss(vae, batch), batch, 0)
 
 
 def test_data_parallel_fit_from_an_interactive_session_is_refused_clearly():
@@ -209,17 +206,17 @@ def test_semi_supervised_model_trains_from_a_script_on_two_processes(tmp_path):
         import ppvae
         from ppvae.data import load_dataset
         from ppvae.models import SSVAE
-        from ppvae.train import SVIModule
+        from ppvae.train import SemiSupervisedPlan
 
         seen = {"train": [], "val": []}  # the sizes of each step's tensors in this process
-        train_step, val_step = SVIModule.step_loss, SVIModule.validation_step
+        train_step, val_step = SemiSupervisedPlan.train_batch, SemiSupervisedPlan.validation_step
         def record_train(self, batch, index, total):
             seen["train"].append([len(t) for t in batch])
             return train_step(self, batch, index, total)
         def record_val(self, batch, i):
             seen["val"].append([len(t) for t in batch])
             return val_step(self, batch, i)
-        SVIModule.step_loss, SVIModule.validation_step = record_train, record_val
+        SemiSupervisedPlan.train_batch, SemiSupervisedPlan.validation_step = record_train, record_val
 
         data = load_dataset("digits", binarize="dynamic")
         history = ppvae.fit(SSVAE(latent_dim=2, hidden=(32,)), data, labels=50, epochs=2,
@@ -251,13 +248,13 @@ def test_a_failing_process_ends_the_run_with_a_clear_error(tmp_path, failing):
     script = write_script(tmp_path / "inject.py", """
         import os, sys
         from ppvae.cli import main
-        from ppvae.infer import PairLoss
+        from ppvae.train import ELBOPlan
 
         RANK = os.environ.get("LOCAL_RANK", "0")  # set in the first process when it launches
         if RANK == os.environ["FAIL_RANK"]:
-            def broken(self, model, batch, beta):
+            def broken(self, batch, index, total):
                 raise RuntimeError(f"injected failure in process {RANK}")
-            PairLoss.__call__ = broken
+            ELBOPlan.loss = broken
         sys.exit(main())
         """)
     start = time.monotonic()

@@ -51,22 +51,6 @@ def test_mlp_last_layer_is_linear():
     assert sum(isinstance(m, torch.nn.Tanh) for m in net.layers) == 2
 
 
-@pytest.mark.parametrize("context", [None, (5, 1, 3)])
-def test_mlp_features_and_head_make_the_output(context):
-    """forward(x, c) = head(features(x, c)): the last hidden layer and the
-    final linear layer, with and without a context."""
-    torch.manual_seed(0)
-    net = MLP(6, [8, 5], 2, context_features=3 if context else 0,
-              activation_name="tanh").double()
-    x = torch.randn(4, 6, dtype=torch.float64)
-    c = None if context is None else torch.randn(context, dtype=torch.float64)
-    h = net.features(x, c)
-    assert h.shape[-1] == 5 and net.head is net.layers[-1]
-    torch.testing.assert_close(net.head(h), net(x, c), rtol=1e-12, atol=1e-12)
-    # without hidden layers there is no last hidden layer
-    assert MLP(6, [], 2).features(x.float()) is None
-
-
 def test_unknown_kind():
     with pytest.raises(ValueError, match="unknown network kind"):
         make_encoder("transformer", (1, 8, 8), 4, [8])

@@ -126,7 +126,8 @@ def test_elbo_curves_beta_and_missing_series():
 def test_elbo_curves_take_fit_history():
     from ppvae.train.history import History
 
-    fig = plots.plot_elbo_curves(History(train_elbo=[-3.0, -2.0], val_elbo=[-3.5, -2.5]))
+    fig = plots.plot_elbo_curves(History(metrics={"train_elbo": [-3.0, -2.0],
+                                                    "val_elbo": [-3.5, -2.5]}))
     assert legend_texts(fig) == ["train", "validation"]
 
 

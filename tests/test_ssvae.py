@@ -69,17 +69,18 @@ def test_semi_supervised_objective_adds_the_classification_term(small, binary_ba
 
 def test_dataset_weighting_counts_every_training_image_once_per_epoch(digits, monkeypatch):
     """labelled_weight="dataset": w = (N_l / n_l) / (N_u / n_u)."""
-    from ppvae.train import module
+    from ppvae.train import SemiSupervisedPlan
 
     seen = []
-    real = module.training_loss
-    monkeypatch.setattr(module, "training_loss", lambda *a, **k: seen.append(k) or real(*a, **k))
+    real = SemiSupervisedPlan.loss
+    monkeypatch.setattr(SemiSupervisedPlan, "loss",
+                        lambda self, *a: seen.append(self.objective.labelled_weight) or real(self, *a))
     m = SSVAE(digits.image_shape, latent_dim=2, hidden=(16,))
     labels = label_split(digits.train, 50, 10, seed=0)
     ppvae.fit(m, digits, labels=labels, epochs=1, batch_size=32, labelled_per_batch=8,
               labelled_weight="dataset", progress=False)
     n_u = len(digits.train) - 50
-    assert seen[-1]["labelled_weight"] == pytest.approx((50 / 8) / (n_u / 32))
+    assert seen[-1] == pytest.approx((50 / 8) / (n_u / 32))
     with pytest.raises(ValueError, match="labelled_weight"):
         ppvae.fit(m, digits, labels=labels, epochs=1, labelled_weight="paper", progress=False)
 
@@ -165,7 +166,7 @@ def test_bad_label_splits(digits):
         label_split(digits.train, 2000, 10)
     with pytest.raises(ValueError, match="labels=N"):
         ppvae.fit(SSVAE(), digits, epochs=1, progress=False)
-    with pytest.raises(ValueError, match="semi-supervised models"):
+    with pytest.raises(ValueError, match="takes no option.*labels"):
         ppvae.fit(ppvae.models.VAE(), digits, labels=100, epochs=1, progress=False)
 
 

@@ -87,7 +87,7 @@ from ppvae.pieces import LIKELIHOODS
 from ppvae.plots import plot_ssl_errors
 from ppvae.train import fit
 from ppvae.train.classifier import fit_classifier
-from ppvae.train.fit import check_labelled_weight
+from ppvae.train.plans import check_labelled_weight
 
 METHODS: tuple[str, ...] = ("m2", "m1m2", "supervised")
 

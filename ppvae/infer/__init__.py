@@ -8,10 +8,11 @@ from ppvae.infer.iwae import IWAE
 from ppvae.infer.local_gaussian import LocalGaussian, fit_local_gaussian
 from ppvae.infer.loglik import LogLikelihood, log_likelihood
 from ppvae.infer.mcmc import compare_posteriors, nuts_posterior
-from ppvae.infer.objectives import OBJECTIVES, PairLoss, make_objective, training_loss
+from ppvae.infer.objectives import OBJECTIVES, make_objective
+from ppvae.infer.psis import pareto_khat
 from ppvae.infer.semisupervised import SemiSupervisedELBO
 
-__all__ = ["IWAE", "OBJECTIVES", "InferenceGaps", "LocalGaussian", "LogLikelihood", "PairLoss",
+__all__ = ["IWAE", "OBJECTIVES", "InferenceGaps", "LocalGaussian", "LogLikelihood",
            "SemiSupervisedELBO", "compare_posteriors", "elbo_per_datapoint", "evaluate_elbo",
            "fit_local_gaussian", "inference_gaps", "log_likelihood", "make_objective",
-           "nuts_posterior", "to_inference_data", "training_loss"]
+           "nuts_posterior", "pareto_khat", "to_inference_data"]

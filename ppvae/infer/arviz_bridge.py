@@ -10,7 +10,7 @@ dimension), and their log importance weights
     log w_{k,i} = log p(x_i, z_{k,i}) - log q(z_{k,i} | x_i)
 
 (on the same draws) go to ``sample_stats`` with the Pareto k-hat of each data
-point's weights (ArviZ's PSIS; Vehtari, Simpson, Gelman, Yao & Gabry 2024).
+point's weights (:mod:`ppvae.infer.psis`; Vehtari, Simpson, Gelman, Yao & Gabry 2024).
 ``log_weight`` lets one reweight the guide draws towards p(z | x_i)
 (``arviz.psislw``) and recompute the importance-weighted estimate
 log (1/K) sum_k w_{k,i} of :func:`ppvae.infer.log_likelihood`.
@@ -30,9 +30,10 @@ from pyro.poutine.trace_struct import Trace
 from torch import Tensor
 
 from ppvae.infer.importance import max_plate_nesting, per_datapoint_log_weights
-from ppvae.infer.loglik import MIN_SAMPLES_FOR_KHAT
+from ppvae.infer.psis import pareto_khat
 from ppvae.infer.sites import (
     DATAPOINT,
+    check_site_names,
     event_dim_names,
     latent_sites,
     named_array,
@@ -105,7 +106,7 @@ def to_inference_data(
           log importance weights of the posterior draws (scale factors such as
           a beta-VAE's beta ignored; an enumerated site summed out inside each
           weight); ``khat`` ``(datapoint)``, their Pareto k-hat (NaN for
-          K < 10; above 0.7 the guide is too narrow for reliable importance
+          K < 50; above 0.7 the guide is too narrow for reliable importance
           sampling there).
         - ``training`` (with ``history``): each non-empty per-epoch series
           (``train_elbo``, ``val_elbo``, ...) over dim ``epoch`` (coordinates
@@ -121,22 +122,21 @@ def to_inference_data(
     guide_tr = trace_once(guide, *args, **kwargs)
     model_tr = trace_once(poutine.replay(model, trace=guide_tr), *args, **kwargs)
     require_latents(latent_sites(guide_tr), data_plate, "guide")
+    taken = {*latent_sites(guide_tr), *observed_sites(model_tr), "log_weight", "khat"}
+    check_site_names(taken)
     nesting = max_plate_nesting(model, guide, *args, **kwargs)
     draws, log_w = _draws_and_log_weights(model, guide, args, kwargs, num_samples, nesting,
-                                          data_plate, seed)
+                                          data_plate, seed, taken)
     coords = {"chain": [0], "draw": np.arange(num_samples), DATAPOINT: idx.tolist()}
-    khat = np.full(len(idx), np.nan)
+    khat = pareto_khat(torch.from_numpy(log_w.T), num_samples).numpy()
     az = import_arviz()
-    if num_samples >= MIN_SAMPLES_FOR_KHAT:
-        with warnings.catch_warnings():  # ArviZ warns about k-hat > 0.7 itself
-            warnings.simplefilter("ignore")
-            khat = np.asarray(az.psislw(log_w.T.copy(), reff=1.0)[1])
     groups = {
         "posterior": make_dataset({name: (["chain", *dims], value[None])
                                    for name, (value, dims) in draws.items()}, coords),
         "sample_stats": make_dataset({"log_weight": (["chain", "draw", DATAPOINT], log_w[None]),
                                       "khat": ([DATAPOINT], khat)}, coords),
-        "observed_data": make_dataset(observed_variables(model_tr, nesting, data_plate), coords),
+        "observed_data": make_dataset(observed_variables(model_tr, nesting, data_plate, taken),
+                                      coords),
     }
     if history is not None:
         groups[TRAINING_GROUP] = history_dataset(history)
@@ -157,7 +157,7 @@ def make_dataset(variables: dict[str, tuple[list[str], np.ndarray]], coords: dic
 @torch.no_grad()
 def _draws_and_log_weights(
     model: Callable, guide: Callable, args: tuple, kwargs: dict, num_samples: int,
-    nesting: int, data_plate: str, seed: int | None,
+    nesting: int, data_plate: str, seed: int | None, taken: set[str],
 ) -> tuple[dict[str, tuple[np.ndarray, list[str]]], np.ndarray]:
     """Guide draws of every latent site (named arrays with dims ``draw,
     datapoint, ...``) and their log weights ``(draw, datapoint)``, computed
@@ -178,7 +178,8 @@ def _draws_and_log_weights(
                 model, guide, chunk_args, chunk_kwargs, num_particles=num_samples,
                 plate_nesting=nesting, data_plate=data_plate, guide_values=traces.append,
             ).cpu().double().numpy())
-            for name, (value, value_dims) in _named_draws(traces[0], nesting, data_plate).items():
+            for name, (value, value_dims) in _named_draws(traces[0], nesting, data_plate,
+                                                                taken).items():
                 parts.setdefault(name, []).append(value)
                 dims[name] = value_dims
     draws = {name: (np.concatenate(values, axis=dims[name].index(DATAPOINT)), dims[name])
@@ -186,8 +187,8 @@ def _draws_and_log_weights(
     return draws, np.concatenate(log_w, axis=1)
 
 
-def _named_draws(tr: Trace, nesting: int,
-                 data_plate: str) -> dict[str, tuple[np.ndarray, list[str]]]:
+def _named_draws(tr: Trace, nesting: int, data_plate: str,
+                 taken: set[str]) -> dict[str, tuple[np.ndarray, list[str]]]:
     """The latent values of a guide trace drawn with particles (dim ``-(nesting
     + 1)``) and possibly one enumerated site (dim ``-(nesting + 2)``)."""
     sites = latent_sites(tr)
@@ -196,7 +197,7 @@ def _named_draws(tr: Trace, nesting: int,
     lead = [enumerated[0] if enumerated else None, "draw"]
     sites = {name: site for name, site in sites.items() if name not in enumerated}
     names = event_dim_names({name: site["fn"].event_dim for name, site in sites.items()},
-                            "latent")
+                            "latent", taken)
     out = {}
     for name, site in sites.items():
         value = site["value"]
@@ -207,12 +208,13 @@ def _named_draws(tr: Trace, nesting: int,
     return out
 
 
-def observed_variables(model_tr: Trace, nesting: int,
-                       data_plate: str) -> dict[str, tuple[list[str], np.ndarray]]:
-    """The observed sites of a model trace as ``{name: (dims, values)}``."""
+def observed_variables(model_tr: Trace, nesting: int, data_plate: str, taken: set[str]
+                       ) -> dict[str, tuple[list[str], np.ndarray]]:
+    """The observed sites of a model trace as ``{name: (dims, values)}``; no
+    dimension is named like one of ``taken`` (the export's variables)."""
     sites = observed_sites(model_tr)
     names = event_dim_names({name: site["fn"].event_dim for name, site in sites.items()},
-                            "pixel")
+                            "pixel", taken)
     out = {}
     for name, site in sites.items():
         value, dims = named_array(torch.as_tensor(site["value"]), site, lead=[],

@@ -30,7 +30,7 @@ masks are honoured, and subsampled data plates are refused.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyro
@@ -40,6 +40,8 @@ from pyro import poutine
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
+
+from ppvae.pieces.detach import detach_distribution
 
 PARTICLE_PLATE = "_ppvae_particles"
 
@@ -57,17 +59,43 @@ def max_plate_nesting(model: Callable, guide: Callable, *args: Any, **kwargs: An
     )
 
 
-def detach_distribution(fn: dist.Distribution) -> dist.Distribution:
-    """A copy of ``fn`` whose parameters are cut from the autograd graph
-    (for the doubly-reparameterized gradient). Supports ``Independent`` wrappers
-    and distributions that declare their parameters in ``arg_constraints``."""
-    if isinstance(fn, dist.Independent):
-        return dist.Independent(detach_distribution(fn.base_dist), fn.reinterpreted_batch_ndims)
-    params = {name: getattr(fn, name).detach() for name in fn.arg_constraints
-              if name in fn.__dict__ and isinstance(getattr(fn, name), Tensor)}
-    if not params:
-        raise NotImplementedError(f"cannot detach the parameters of {type(fn).__name__}")
-    return type(fn)(**params)
+def _innermost(fn: dist.Distribution) -> dist.Distribution:
+    """The distribution under Independent, masking and expansion wrappers."""
+    while isinstance(fn, (dist.Independent, dist.MaskedDistribution, dist.ExpandedDistribution)):
+        fn = fn.base_dist
+    return fn
+
+
+def check_densities(model_tr: Trace, guide_tr: Trace, enumerated: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless the guide proposes exactly the model's
+    latents, each from a density, and every model latent has a proper
+    distribution: what makes log p(x, z) - log q(z | x) an importance log
+    weight.
+
+    A guide site the model lacks would add -log q(z) to every weight and
+    push the "estimate" above log p(x); a point mass (``Delta``) has no
+    density to divide by; an improper prior (``ImproperUniform``, a plain
+    autoencoder's flat code) leaves log p(x) undefined.
+    """
+    model_latents = {n for n, site in model_tr.nodes.items()
+                     if site["type"] == "sample" and not site["is_observed"]}
+    for name, site in guide_tr.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or name in enumerated:
+            continue
+        if name not in model_latents:
+            raise ValueError(
+                f"guide site {name!r} is not a latent site of the model; importance weights "
+                "p(x, z) / q(z | x) need the guide to propose the model's latents only")
+        if isinstance(_innermost(site["fn"]), dist.Delta):
+            raise ValueError(
+                f"guide site {name!r} is a point mass (Delta): importance sampling needs a "
+                "proposal with a density, so this pair's log p(x) cannot be estimated (a model "
+                "with a deterministic encoder is not evaluated as a density)")
+    for name in model_latents:
+        if isinstance(_innermost(model_tr.nodes[name]["fn"]), dist.ImproperUniform):
+            raise ValueError(
+                f"model site {name!r} has an improper distribution (ImproperUniform): the model "
+                "is not a normalized density of x, so log p(x) is not defined")
 
 
 def _data_frame(name: str, site: dict, plate: str):
@@ -138,6 +166,7 @@ def per_datapoint_log_weights(
                   if site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None]
     if len(enumerated) > 1:
         raise NotImplementedError(f"one enumerated site is supported, got {enumerated}")
+    check_densities(model_tr, guide_tr, enumerated)
     log_w: Tensor | float = 0.0
     for tr, sign in ((model_tr, 1.0), (guide_tr, -1.0)):
         for name, site in tr.nodes.items():

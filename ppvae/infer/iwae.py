@@ -17,7 +17,11 @@ gradient estimators for Monte Carlo objectives":
     grad_phi = sum_i sum_k wt_{k,i}^2 d log w_{k,i} / d z_{k,i} * d z_{k,i} / d phi,
 
 with wt the normalized weights and log q scored with its parameters held fixed
-(the path derivative only). It has lower variance than the standard IWAE
+(the path derivative only). Holding q's parameters fixed is right only where
+no guide latent's distribution depends on another latent's value: for a
+guide with q(z2 | z1), cutting z2's parameters from the graph would also cut
+the path from z1 through them, and the gradient would be biased. Such guides
+are refused with ``dreg=True``. It has lower variance than the standard IWAE
 gradient, whose signal-to-noise ratio for the guide decays as K grows
 (Rainforth et al. 2018). The model's gradient is the standard one,
 sum_k wt_k grad_theta log p(x, z_k), in both cases.
@@ -53,6 +57,34 @@ class _ScaleGrad(torch.autograd.Function):
         return grad * ctx.holder["weight"].reshape(ctx.shape), None, None
 
 
+def _parameters(fn: Any) -> list[Tensor]:
+    """The parameter tensors of a distribution (under its wrappers)."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return [getattr(fn, name) for name in getattr(fn, "arg_constraints", {})
+            if name in vars(fn) and isinstance(getattr(fn, name), Tensor)]
+
+
+def _refuse_dependent_latents(latents: list[tuple[str, Any, Tensor]]) -> None:
+    """Raise ``ValueError`` if the distribution of a guide latent depends on
+    the value of an earlier one: ``latents`` are (name, distribution, value)
+    in the guide's order, and a dependence shows as a gradient of the
+    distribution's parameters with respect to that value."""
+    for j, (name, fn, _) in enumerate(latents):
+        params = [p for p in _parameters(fn) if p.requires_grad]
+        earlier = [(n, v) for n, _, v in latents[:j] if v.requires_grad]
+        if not params or not earlier:
+            continue
+        grads = torch.autograd.grad([p.sum() for p in params], [v for _, v in earlier],
+                                    retain_graph=True, allow_unused=True)
+        for (other, _), grad in zip(earlier, grads):
+            if grad is not None:
+                raise ValueError(
+                    f"dreg=True needs guide latents whose distributions do not depend on each "
+                    f"other, but {name!r} depends on {other!r}: the doubly-reparameterized "
+                    "gradient would be biased here; use dreg=False")
+
+
 class IWAE:
     """Negative IWAE bound, summed over the data points of a batch.
 
@@ -82,6 +114,7 @@ class IWAE:
             self._nesting = max_plate_nesting(model, guide, *args, **kwargs)
         holder: dict = {}
         rank = self._nesting + 2  # as in per_datapoint_log_weights: plates, particles, enum
+        latents: list[tuple[str, Any, Tensor]] = []
 
         def scale_latent_grads(guide_tr: Trace) -> None:
             for name, site in guide_tr.nodes.items():
@@ -98,11 +131,14 @@ class IWAE:
                         "needs reparameterized latents")
                 if not self.dreg:
                     continue
+                latents.append((name, site["fn"], site["value"]))
                 data_dim = next(f.dim for f in site["cond_indep_stack"] if f.name == self.data_plate)
                 shape = [1] * (rank - 1) + [1] * site["fn"].event_dim  # particles leftmost
                 shape[0] = -1
                 shape[rank - 1 + data_dim] = site["value"].shape[data_dim - site["fn"].event_dim]
                 site["value"] = _ScaleGrad.apply(site["value"], holder, tuple(shape))
+            if self.dreg:
+                _refuse_dependent_latents(latents)
 
         log_w = per_datapoint_log_weights(
             model, guide, args, kwargs, num_particles=self.num_particles,

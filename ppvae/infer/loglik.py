@@ -10,10 +10,10 @@ consistent as K -> infinity; on the same draws, the mean log weight is the ELBO.
 
 Diagnostics per data point:
 - ESS = (sum_k w_k)^2 / sum_k w_k^2, the effective sample size of the weights;
-- Pareto k-hat of the weights' right tail, from ArviZ's PSIS (Vehtari, Simpson,
-  Gelman, Yao & Gabry 2024, "Pareto smoothed importance sampling"); k-hat > 0.7
-  marks an estimate whose variance may be infinite in practice, i.e. unreliable
-  (Yao, Vehtari, Simpson & Gelman 2018, "Yes, but did it work?").
+- Pareto k-hat of the weights' right tail (:mod:`ppvae.infer.psis`; Vehtari,
+  Simpson, Gelman, Yao & Gabry 2024); k-hat > 0.7 marks an estimate whose
+  variance may be infinite in practice, i.e. unreliable (Yao, Vehtari,
+  Simpson & Gelman 2018, "Yes, but did it work?").
 
 The draws are processed in chunks of data points and of particles, so memory
 does not grow with K: per data point only running sums and the largest
@@ -22,41 +22,27 @@ Each data chunk draws from its own random stream, seeded by (seed, chunk
 index), so with ``distributed=True`` the processes of a ``torch.distributed``
 group can share the chunks and still return exactly the single-process values.
 
-For a pair of static structure (ppvae's VAE and CVAE, see
-:mod:`ppvae.infer.replay`) each pass's computation is recorded once per
-signature (particles, chunk shapes) and replayed after, so that Pyro's
-handlers and the networks' parameter lookups do not run in Python at every
-pass; the replay draws the same numbers from the same generator, so the
-estimate is the one the passes through Pyro give. The recordings stay with
-the module for its later estimates (1.22x faster on 100 MNIST test images at
-K = 5000, ``benchmarks/eval_ab.py``).
+The log weights of a pass come from Pyro's traces
+(:func:`ppvae.infer.importance.per_datapoint_log_weights`), or, for a ppvae
+model that declares a pure-torch twin (:mod:`ppvae.accel`), from the twin,
+which draws the same numbers and returns the same weights.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pyro
 import torch
 import torch.distributed as dist
-from pyro.infer.util import is_validation_enabled
 from torch import Tensor
 
-from ppvae.infer.heap import keep_freed_memory, release_freed_memory
+from ppvae import accel
 from ppvae.infer.importance import max_plate_nesting, per_datapoint_log_weights
-from ppvae.infer.replay import replayed, static_owner
-
-KHAT_THRESHOLD = 0.7
-#: replay recorded passes for pairs of static structure (module doc); False
-#: runs every pass through Pyro (benchmarks/eval_ab.py compares the two)
-REPLAY = True
-MIN_SAMPLES_FOR_KHAT = 10
+from ppvae.infer.psis import KHAT_THRESHOLD, MIN_SAMPLES_FOR_KHAT, kept_size, pareto_khat
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,9 +55,9 @@ class LogLikelihood:
             mean log weight (with an enumerated site such as M2's y summed out
             inside each weight, which makes it at least the usual M2 ELBO).
         ess: effective sample size of each point's weights, in [1, K].
-        khat: Pareto k-hat of each point's weights (NaN if K < 10; -inf where
+        khat: Pareto k-hat of each point's weights (NaN if K < 50; -inf where
             a point's largest weights are all equal, a bounded tail: constant
-            weights make the estimate exact, where ArviZ's fit would say inf).
+            weights make the estimate exact).
         num_samples: K, the importance samples per data point.
         by_num_samples: {k: per-datapoint estimates from the first k draws}
             for k = 1, 10, 100, ... below K: how the estimate grows with k,
@@ -147,12 +133,6 @@ class LogLikelihood:
         return f"LogLikelihood(mean={self.mean:.4f}, stderr={self.stderr:.4f}, K={self.num_samples})"
 
 
-def tail_size(num_samples: int) -> int:
-    """How many of the largest log weights ArviZ's PSIS looks at: its tail
-    length ceil(min(K/5, 3 sqrt(K))) plus the cutoff value below it."""
-    return min(num_samples, int(math.ceil(min(num_samples / 5.0, 3 * math.sqrt(num_samples)))) + 1)
-
-
 class WeightAccumulator:
     """Running per-datapoint statistics of log weights arriving in particle chunks."""
 
@@ -180,48 +160,16 @@ class WeightAccumulator:
         self.lse2 = torch.logaddexp(self.lse2, torch.logsumexp(2 * log_w, 0))
         self.total += log_w.sum(0)
         merged = torch.cat([self.top, log_w.T], dim=1)
-        self.top = merged.topk(min(tail_size(self.num_samples), merged.shape[1]), dim=1).values
+        self.top = merged.topk(min(kept_size(self.num_samples), merged.shape[1]), dim=1).values
         self.seen += log_w.shape[0]
         if self.seen in self.checkpoints:
             self.partial[self.seen] = self.lse - math.log(self.seen)
-
-    def khat(self) -> Tensor:
-        """ArviZ's Pareto k-hat of each data point's K log weights, computed from
-        the kept tail padded with its smallest value (which leaves the tail, the
-        cutoff and hence k-hat unchanged).
-
-        ArviZ's PSIS fits the M = ceil(min(K/5, 3 sqrt(K / r_eff))) largest
-        weights above the next one, the cutoff; nothing else of the K enters
-        k-hat. Where 5M < K the padded rows are therefore 5M long, not K, with
-        an r_eff small enough that ArviZ's min() picks 5M/5 = M: the same
-        tail and cutoff, so the same k-hat, from a row 4.7x (K = 5000) to 15x
-        (K = 50000) shorter to sort."""
-        n, k = self.top.shape[0], self.num_samples
-        if k < MIN_SAMPLES_FOR_KHAT:
-            return torch.full((n,), math.nan, dtype=torch.float64)
-        with warnings.catch_warnings():  # ArviZ announces its refactor on import
-            warnings.simplefilter("ignore", FutureWarning)
-            import arviz as az
-
-        length = min(k, 5 * (tail_size(k) - 1))
-        reff = 1.0 if length == k else 1e-9
-        rows = max(1, 2**22 // length)  # bound the padded array at ~32 MB
-        out = []
-        for top in torch.split(self.top, rows):
-            padded = np.repeat(top[:, -1:].numpy(), length, axis=1)
-            padded[:, : top.shape[1]] = top.numpy()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                _, khat = az.psislw(padded, reff=reff)
-            out.append(torch.as_tensor(np.asarray(khat), dtype=torch.float64).reshape(-1))
-        khat = torch.cat(out)
-        return khat.masked_fill(self.top[:, 0] == self.top[:, -1], -math.inf)
 
     def result(self) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[int, Tensor]]:
         """(log-mean-exp, mean log weight, ESS, k-hat, partial estimates) per data point."""
         k = self.num_samples
         return (self.lse - math.log(k), self.total / k, torch.exp(2 * self.lse - self.lse2),
-                self.khat(), self.partial)
+                pareto_khat(self.top, k), self.partial)
 
 
 def split_data_args(args: tuple, kwargs: dict, n: int, start: int, stop: int) -> tuple[tuple, dict]:
@@ -243,13 +191,17 @@ def log_likelihood(
     seed: int | None = 0,
     progress: bool = False,
     distributed: bool = False,
+    accel: bool = True,
     **kwargs: Any,
 ) -> LogLikelihood:
     """Importance-weighted estimate of log p(x_i) for every data point.
 
     Works for any Pyro ``model``/``guide`` pair whose data points sit in a
     vectorized ``pyro.plate(data_plate, N)`` and whose latents are all local to
-    it (every sample site inside that plate), ppvae's or a user's own.
+    it (every sample site inside that plate), ppvae's or a user's own. Every
+    latent of the model must be proposed by the guide and every latent of
+    the guide must be a latent of the model; the guide's proposals must have
+    densities (no point masses) and the model's latents proper priors.
 
     Args:
         model, guide: called as ``fn(*args, **kwargs)``.
@@ -259,13 +211,13 @@ def log_likelihood(
         num_samples: K, importance samples per data point.
         data_chunk, particle_chunk: data points and particles per vectorized
             pass. Defaults: the data split into equal chunks of at most 32
-            points, and about 2^12 (particle, data point) pairs per pass, which
-            keeps a pass's tensors in cache (benchmarks/eval_speed.py). The
+            points, and about 2^12 (particle, data point) pairs per pass. The
             estimate does not depend on them beyond Monte Carlo noise.
         data_plate: name of the plate over data points.
         seed: seeds the draws, chunk by chunk from (seed, chunk index); the
-            global random state is restored afterwards. None draws from the
-            current random state.
+            global random state is left as it was. None draws the seed from
+            the global random state (which advances), so that repeated calls
+            give independent estimates.
         progress: show a progress bar over data chunks.
         distributed: share the data chunks among the processes of the default
             ``torch.distributed`` process group (e.g. set up by Lightning
@@ -273,16 +225,15 @@ def log_likelihood(
             same arguments; each evaluates every W-th chunk and all return the
             whole result, in data order. With a seed it equals the
             single-process result exactly (up to floating-point differences
-            between devices); with ``seed=None`` each process uses its own
-            random state.
+            between devices); with ``seed=None`` each process draws its own.
+        accel: use the pair's pure-torch twin where it has one (a ppvae model's
+            own ``model``/``guide``, :func:`ppvae.accel.twin_parts`): the
+            same draws and the same estimate, faster. False runs every pass
+            through Pyro.
         **kwargs: passed to model and guide.
 
     Scale factors in the traces (``poutine.scale``, a beta-VAE's beta) are
     ignored: they weight objectives, they are not part of the density.
-
-    Under glibc the process keeps freed blocks for reuse while the estimate
-    runs, and returns them to the kernel at its end
-    (:mod:`ppvae.infer.heap`: every pass would otherwise take fresh pages).
     """
     if not args or not isinstance(args[0], Tensor):
         raise ValueError("the first positional argument must be the data tensor")
@@ -294,14 +245,12 @@ def log_likelihood(
     n = args[0].shape[0]
     if n == 0:
         raise ValueError("no data points to evaluate")
+    if seed is None:
+        seed = int(torch.randint(2**62, ()).item())
     data_chunk = data_chunk or math.ceil(n / math.ceil(n / 32))  # equal chunks, none tiny
     particle_chunk = min(num_samples, particle_chunk or max(1, 2**12 // data_chunk))
-    keep_freed_memory()
-    try:
-        results = _estimate(model, guide, args, kwargs, num_samples, data_chunk, particle_chunk,
-                            data_plate, seed, progress, rank, world_size)
-    finally:
-        release_freed_memory()
+    results = _estimate(model, guide, args, kwargs, num_samples, data_chunk, particle_chunk,
+                        data_plate, seed, progress, rank, world_size, accel)
     if distributed:
         gathered: list[dict | None] = [None] * world_size
         dist.all_gather_object(gathered, results)
@@ -312,62 +261,47 @@ def log_likelihood(
     return LogLikelihood(per_datapoint, elbo, ess, khat, num_samples, partial)
 
 
-_recordings: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _log_weights(model: Callable, guide: Callable, args: tuple, kwargs: dict,
-                 num_particles: int, nesting: int, data_plate: str,
-                 owner: torch.nn.Module | None, recordings: dict) -> Tensor:
-    """One pass's log weights ``(num_particles, data points)``: replayed from a
-    recording (:mod:`ppvae.infer.replay`) where ``owner``, the module of a
-    pair of static structure, is given and the pass's signature has been
-    recorded; run through Pyro otherwise."""
-    def weights(*a: Any, **kw: Any) -> Tensor:
-        return per_datapoint_log_weights(model, guide, a, kw, num_particles=num_particles,
-                                         plate_nesting=nesting, data_plate=data_plate)
-
-    if owner is not None:
-        log_w = replayed(recordings, (num_particles, nesting, data_plate), weights, owner,
-                         args, kwargs)
-        if log_w is not None:
-            return log_w
-    return weights(*args, **kwargs)
+                 num_particles: int, nesting: int, data_plate: str, use_twin: bool) -> Tensor:
+    """One pass's log weights ``(num_particles, data points)``: from the
+    pair's pure-torch twin if ``use_twin`` and it has one, else through Pyro."""
+    parts = accel.twin_parts(model, guide, args, kwargs) if use_twin else None
+    if parts is not None:
+        return accel.log_weights(parts, num_particles)
+    return per_datapoint_log_weights(model, guide, args, kwargs, num_particles=num_particles,
+                                     plate_nesting=nesting, data_plate=data_plate)
 
 
 def _estimate(model: Callable, guide: Callable, args: tuple, kwargs: dict, num_samples: int,
-              data_chunk: int, particle_chunk: int, data_plate: str, seed: int | None,
-              progress: bool, rank: int, world_size: int) -> dict[int, tuple]:
+              data_chunk: int, particle_chunk: int, data_plate: str, seed: int,
+              progress: bool, rank: int, world_size: int, use_twin: bool) -> dict[int, tuple]:
     """The accumulated results of this process's data chunks, by chunk index."""
     n = args[0].shape[0]
     with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
+        torch.manual_seed(seed)
         first_args, first_kwargs = split_data_args(args, kwargs, n, 0, data_chunk)
+        # one pass through Pyro with its checks of the pair (and, while Pyro's
+        # validation is on, of distribution arguments and values); the passes
+        # after it repeat the same computation on new draws, unchecked
         nesting = max_plate_nesting(model, guide, *first_args, **first_kwargs)
-        validate = is_validation_enabled()
-        owner = static_owner(model, guide) if REPLAY else None
-        # ppvae.infer.replay's recordings, per particle count and chunk
-        # signature, kept with the module for later estimates
-        recordings = _recordings.setdefault(owner, {}) if owner is not None else {}
+        per_datapoint_log_weights(model, guide, first_args, first_kwargs, num_particles=1,
+                                  plate_nesting=nesting, data_plate=data_plate)
         results = {}
         chunks = range(rank, math.ceil(n / data_chunk), world_size)
         if progress and rank == 0:
             from tqdm.auto import tqdm
 
             chunks = tqdm(chunks, desc=f"log p(x), K={num_samples}", unit="chunk")
-        for chunk in chunks:
-            if seed is not None:
+        with pyro.validation_enabled(False):
+            for chunk in chunks:
                 torch.manual_seed(hash((seed, chunk)) & (2**63 - 1))
-            start = chunk * data_chunk
-            chunk_args, chunk_kwargs = split_data_args(args, kwargs, n, start, start + data_chunk)
-            acc = WeightAccumulator(min(data_chunk, n - start), num_samples)
-            while acc.seen < num_samples:
-                # the first pass validates distributions' arguments and values;
-                # later passes repeat the same computation on new draws
-                first = validate and not results and acc.seen == 0
-                with pyro.validation_enabled(first):
+                start = chunk * data_chunk
+                chunk_args, chunk_kwargs = split_data_args(args, kwargs, n, start,
+                                                           start + data_chunk)
+                acc = WeightAccumulator(min(data_chunk, n - start), num_samples)
+                while acc.seen < num_samples:
                     acc.add(_log_weights(model, guide, chunk_args, chunk_kwargs,
                                          acc.next_chunk(particle_chunk), nesting, data_plate,
-                                         None if first else owner, recordings))
-            results[chunk] = acc.result()
+                                         use_twin))
+                results[chunk] = acc.result()
     return results

@@ -28,9 +28,11 @@ from ppvae.infer.arviz_bridge import import_arviz, make_dataset, observed_variab
 from ppvae.infer.sites import (
     DATAPOINT,
     Unscaled,
+    check_site_names,
     event_dim_names,
     latent_sites,
     named_array,
+    observed_sites,
     require_latents,
     select_datapoints,
     trace_once,
@@ -65,13 +67,9 @@ def nuts_posterior(
     ``init_to_uniform``) with its own warm-up adaptation; the draws are seeded
     without touching the global random state.
 
-    Cost: Pyro's NUTS spends about 1.5 ms per gradient evaluation on a small
-    VAE on a CPU (mostly Pyro's per-call overhead, not the networks), and
-    each iteration takes a few to a few tens of evaluations (more during
-    warm-up). With the defaults, three data points of an 8-dim digits VAE
-    took 2 minutes for the 4 chains on a busy 2-core machine (ESS above 800
-    per coordinate), two points of a 2-dim linear-Gaussian model 8 s for 2
-    chains. The points are sampled jointly, which costs about as much per
+    Cost: each NUTS iteration takes a few to a few tens of gradient
+    evaluations (more during warm-up), each a pass of the model through
+    Pyro. The points are sampled jointly, which costs about as much per
     gradient as one point: fewer chains, not fewer points, save time.
 
     Args:
@@ -112,6 +110,8 @@ def nuts_posterior(
     tr = trace_once(target)
     sites = latent_sites(tr)
     require_latents(sites, data_plate, "model")
+    taken = {*sites, *observed_sites(tr), "diverging"}
+    check_site_names(taken)
     for name, site in sites.items():
         if site["fn"].has_enumerate_support:
             raise ValueError(f"latent site {name!r} is discrete: NUTS needs continuous latents "
@@ -131,7 +131,7 @@ def nuts_posterior(
             chains.append(mcmc.get_samples())
             diverging[chain, mcmc.diagnostics()["divergences"]["chain 0"]] = True
     names = event_dim_names({name: site["fn"].event_dim for name, site in sites.items()},
-                            "latent")
+                            "latent", taken)
     posterior = {}
     for name, site in sites.items():
         value, dims = named_array(torch.stack([c[name] for c in chains]), site,
@@ -143,7 +143,7 @@ def nuts_posterior(
     return import_arviz().InferenceData(
         posterior=make_dataset(posterior, coords),
         sample_stats=make_dataset({"diverging": (["chain", "draw"], diverging)}, coords),
-        observed_data=make_dataset(observed_variables(tr, nesting, data_plate), coords),
+        observed_data=make_dataset(observed_variables(tr, nesting, data_plate, taken), coords),
     )
 
 

@@ -12,7 +12,7 @@ dimensions), the layout ArviZ's ``InferenceData`` wants.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -114,14 +114,37 @@ def require_latents(sites: dict[str, dict], data_plate: str, what: str) -> None:
             )
 
 
-def event_dim_names(event_dims: dict[str, int], default: str) -> dict[str, list[str]]:
+def check_site_names(names: Collection[str]) -> None:
+    """Raise ``ValueError`` if a site is named like one of the fixed
+    dimensions of an export (``chain``, ``draw``, ``datapoint``)."""
+    clash = sorted(set(names) & set(FIRST_DIMS))
+    if clash:
+        raise ValueError(f"site(s) {clash} share their name with a dimension of the ArviZ "
+                         f"export ({', '.join(FIRST_DIMS)}); rename the site(s)")
+
+
+def event_dim_names(event_dims: dict[str, int], default: str,
+                    taken: Collection[str] = ()) -> dict[str, list[str]]:
     """Names of the event dimensions of each site: ``[default]`` when a single
     site has event dimensions and it has exactly one (``z`` -> ``latent``,
-    ``x`` -> ``pixel``), otherwise ``<site>_dim_<j>``."""
+    ``x`` -> ``pixel``), otherwise ``<site>_dim_<j>``. No name is one of
+    ``taken`` (the variables of the export: a dimension named like a
+    variable would clash with it), so a site named ``latent`` gets
+    ``latent_dim_0``."""
+    taken = set(taken) | set(event_dims) | set(FIRST_DIMS)
     with_events = [name for name, k in event_dims.items() if k > 0]
-    if len(with_events) == 1 and event_dims[with_events[0]] == 1:
+    if (len(with_events) == 1 and event_dims[with_events[0]] == 1 and default not in taken):
         return {name: [default] if k else [] for name, k in event_dims.items()}
-    return {name: [f"{name}_dim_{j}" for j in range(k)] for name, k in event_dims.items()}
+    out = {}
+    for name, k in event_dims.items():
+        dims = []
+        for j in range(k):
+            dim = f"{name}_dim_{j}"
+            while dim in taken:
+                dim += "_"
+            dims.append(dim)
+        out[name] = dims
+    return out
 
 
 def named_array(

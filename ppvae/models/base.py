@@ -1,19 +1,23 @@
 """What every ppvae model shares: a unique Pyro name, a JSON-able config for
-save/load, and checks of its input data.
+save/load, checks of its input data, and the optional extras of the model
+contract declared with their defaults.
 
 Models are :class:`pyro.nn.PyroModule` s whose networks are converted to Pyro
 modules too, so ``model.model`` / ``model.guide`` can be handed to
 :class:`pyro.infer.SVI` with a ``pyro.optim`` optimizer. Each instance gets its
 own name prefix in Pyro's global parameter store: two models of the same class
 in one process never share parameters by accident.
+
+The model contract (:mod:`ppvae.train.contract`) asks only for ``model`` and
+``guide`` with the data in ``pyro.plate("data", N)``; the extras below are what
+a ppvae model declares beyond it.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -21,7 +25,6 @@ from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 from torch import Tensor
 
-from ppvae.pieces.likelihoods import scan_values
 
 _instances = itertools.count()
 
@@ -51,12 +54,15 @@ class LatentVariableModel(PyroModule):
     :meth:`_register_with_pyro`.
     """
 
-    #: ``model`` and ``guide`` run the same tensor operations for every input
-    #: of the same shapes (no Python control flow on tensor values), so the
-    #: trainer's ELBO may record them once per input shape and replay the
-    #: recording (:class:`ppvae.infer.lean_elbo.LeanTrace_ELBO`). Subclasses
-    #: set it True only where that holds.
-    static_structure: bool = False
+    #: the training plan :func:`ppvae.fit` uses unless told otherwise (a name
+    #: in :data:`ppvae.train.PLANS`)
+    default_plan: ClassVar[str] = "elbo"
+    #: ``model``/``guide`` take ``(x, c)``, with c made from a labelled batch
+    #: by ``condition_batch(x, y)``
+    conditional: ClassVar[bool] = False
+    #: the weight of the latent sites' KL term (a beta-VAE's beta); the
+    #: trainer's KL warm-up rises to it
+    beta: float = 1.0
 
     def __init__(self, config: dict[str, Any], input_shape: int | Sequence[int]) -> None:
         super().__init__(name=f"{type(self).__name__.lower()}{next(_instances)}")
@@ -105,16 +111,7 @@ class LatentVariableModel(PyroModule):
             )
         if len(x) == 0:
             raise ValueError(f"{name} is empty: no data points")
-        # one pass over the data: NaN and inf show in the extremes
-        lo, hi, binary = scan_values(x, binary=(support or self.likelihood.support) == "binary")
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            finite = torch.isfinite(x)
-            bad = (~finite).nonzero()[0].tolist()
-            raise ValueError(
-                f"{name} contains {int((~finite).sum())} NaN or infinite values "
-                f"(first at row {bad[0]}, column {bad[1]})"
-            )
-        self.likelihood.check(x, support=support, name=name, bounds=(lo, hi), binary=binary)
+        self.likelihood.check(x, support=support, name=name)
         return x
 
     def log_likelihood(self, x: Tensor | np.ndarray, *, num_samples: int = 1000, **kwargs: Any):

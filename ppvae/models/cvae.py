@@ -49,6 +49,7 @@ from pyro import poutine
 from torch import Tensor
 from torch.nn.functional import one_hot
 
+from ppvae.accel import LatentParts
 from ppvae.data import HIDDEN, QUADRANT_COUNTS, hidden_pixels, mask_quadrants
 from ppvae.models.base import LatentVariableModel, as_shape, check_latent_settings
 from ppvae.nn import make_decoder, make_encoder
@@ -68,7 +69,6 @@ class ConditionalModel(LatentVariableModel):
     """
 
     conditional = True
-    static_structure = True  # the condition acts through tensor masks, not branches
     condition: str
     num_classes: int
     quadrants: int
@@ -263,7 +263,7 @@ class CVAE(ConditionalModel):
     def model(self, x: Tensor, c: Tensor, beta: float | None = None) -> None:
         """p(x, z | c) = p(z | c) p(x | z, c), with the ``z`` site scaled by beta."""
         self._check_pair(x, c)
-        with pyro.plate("data", len(x), subsample_size=len(x), dim=-1):
+        with pyro.plate("data", len(x)):
             with poutine.scale(scale=self.beta if beta is None else beta):
                 z = pyro.sample("z", self.prior(c))
             pyro.sample("x", self._observed(self.likelihood(z, c), c), obs=x)
@@ -271,9 +271,17 @@ class CVAE(ConditionalModel):
     def guide(self, x: Tensor, c: Tensor, beta: float | None = None) -> None:
         """q(z | x, c), with the ``z`` site scaled by the same beta as the model."""
         self._check_pair(x, c)
-        with pyro.plate("data", len(x), subsample_size=len(x), dim=-1):
+        with pyro.plate("data", len(x)):
             with poutine.scale(scale=self.beta if beta is None else beta):
                 pyro.sample("z", self.encoder(x, c))
+
+    def accel_parts(self, x: Tensor, c: Tensor, beta: float | None = None) -> LatentParts:
+        """The pieces of ``model``/``guide`` on this batch, for the pure-torch
+        twins of their objectives (:mod:`ppvae.accel`)."""
+        self._check_pair(x, c)
+        return LatentParts(x, self.prior(c), self.encoder(x, c),
+                           lambda z: self._observed(self.likelihood(z, c), c),
+                           self.beta if beta is None else beta)
 
     # ----------------------------------------------------------- conveniences
     @torch.no_grad()
@@ -355,7 +363,7 @@ class CompletionBaseline(ConditionalModel):
     def model(self, x: Tensor, c: Tensor, beta: float | None = None) -> None:
         """p(x_hidden | c), one Bernoulli per hidden pixel."""
         self._check_pair(x, c)
-        with pyro.plate("data", len(x), subsample_size=len(x), dim=-1):
+        with pyro.plate("data", len(x)):
             pyro.sample("x", self._observed(self.likelihood(c), c), obs=x)
 
     def guide(self, x: Tensor, c: Tensor, beta: float | None = None) -> None:

@@ -48,7 +48,7 @@ class SSVAE(LatentVariableModel):
     ``y`` the batch is labelled, without it y is enumerated.
     """
 
-    semi_supervised = True
+    default_plan = "semi-supervised"
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ import torch
 from pyro import poutine
 from torch import Tensor
 
+from ppvae.accel import LatentParts
 from ppvae.models.base import LatentVariableModel, as_shape, check_latent_settings
 from ppvae.nn import make_decoder, make_encoder
 from ppvae.pieces import DiagonalGaussian, StandardNormalPrior, make_likelihood
@@ -46,13 +47,6 @@ class VAE(LatentVariableModel):
     ``pyro.plate("data", len(x))``; ``beta`` overrides the model's weight for
     one call (the trainer uses it for KL warm-up, and 1 for evaluation).
     """
-
-    # Shapes alone decide the operations. The plates take their sizes as
-    # Python ints (len(x), and subsample_size too, which Pyro would otherwise
-    # read from a tensor): sizes read from tensors become recorded operations
-    # while the trainer records the ELBO, and the plate's scale, n / n = 1,
-    # would then cost a multiplication per site.
-    static_structure = True
 
     def __init__(
         self,
@@ -90,7 +84,7 @@ class VAE(LatentVariableModel):
     def model(self, x: Tensor, beta: float | None = None) -> None:
         """p(x, z) = p(z) p(x | z), with the ``z`` site scaled by beta."""
         self.check_shape(x)
-        with pyro.plate("data", len(x), subsample_size=len(x), dim=-1):
+        with pyro.plate("data", len(x)):
             with poutine.scale(scale=self.beta if beta is None else beta):
                 z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(z), obs=x)
@@ -98,9 +92,16 @@ class VAE(LatentVariableModel):
     def guide(self, x: Tensor, beta: float | None = None) -> None:
         """q(z | x), with the ``z`` site scaled by the same beta as the model."""
         self.check_shape(x)
-        with pyro.plate("data", len(x), subsample_size=len(x), dim=-1):
+        with pyro.plate("data", len(x)):
             with poutine.scale(scale=self.beta if beta is None else beta):
                 pyro.sample("z", self.encoder(x))
+
+    def accel_parts(self, x: Tensor, beta: float | None = None) -> LatentParts:
+        """The pieces of ``model``/``guide`` on this batch, for the pure-torch
+        twins of their objectives (:mod:`ppvae.accel`)."""
+        self.check_shape(x)
+        return LatentParts(x, self.prior(), self.encoder(x), self.likelihood,
+                           self.beta if beta is None else beta)
 
     # ----------------------------------------------------------- conveniences
     @torch.no_grad()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import islice
-
 import torch
 from torch import Tensor, nn
 from torch.nn.functional import linear
@@ -86,35 +85,14 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.out_features = out_features
 
-    @property
-    def head(self) -> nn.Linear:
-        """The last layer: ``forward(x, c) = head(features(x, c))``."""
-        return self.layers[-1]
-
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
-        return self._through(len(self.layers), inputs, context)
-
-    def features(self, inputs: Tensor, context: Tensor | None = None) -> Tensor | None:
-        """The last hidden layer's output h, from which :attr:`head` makes the
-        outputs (None for a network without hidden layers). A likelihood can
-        score data through h and the head's weights in place of work on every
-        output (:class:`ppvae.pieces.BernoulliLikelihood`)."""
-        if len(self.layers) == 1:
-            return None
-        return self._through(len(self.layers) - 1, inputs, context)
-
-    def _through(self, depth: int, inputs: Tensor, context: Tensor | None) -> Tensor:
-        """The output of the first ``depth`` layers."""
         if context is None:
-            h = inputs
-            for layer in islice(self.layers, depth):
-                h = layer(h)
-            return h
+            return self.layers(inputs)
         first = self.layers[0]
         d = inputs.shape[-1]
         h = (linear(inputs, first.weight[:, :d])
              + linear(context.to(inputs.dtype), first.weight[:, d:], first.bias))
-        for layer in islice(self.layers, 1, depth):
+        for layer in islice(self.layers, 1, None):
             h = layer(h)
         return h
 

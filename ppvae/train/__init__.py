@@ -1,7 +1,18 @@
-"""Training: a Lightning module around a Pyro loss, and :func:`fit`."""
+"""Training: :func:`fit` runs a model's training plan (:mod:`ppvae.train.plans`)
+on Lightning; :mod:`ppvae.train.contract` says what it asks of a model."""
 
 from ppvae.train.fit import fit
 from ppvae.train.history import History
-from ppvae.train.module import SVIModule, TrainingDiverged
+from ppvae.train.plans import (
+    PLANS,
+    AdversarialPlan,
+    ELBOPlan,
+    ReconstructionPlan,
+    SemiSupervisedPlan,
+    TrainingDiverged,
+    TrainingPlan,
+    make_plan,
+)
 
-__all__ = ["History", "SVIModule", "TrainingDiverged", "fit"]
+__all__ = ["PLANS", "AdversarialPlan", "ELBOPlan", "History", "ReconstructionPlan",
+           "SemiSupervisedPlan", "TrainingDiverged", "TrainingPlan", "fit", "make_plan"]

@@ -20,10 +20,15 @@ so that no process is left without data in a step.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from ppvae.data import Dataset
+from ppvae.train import contract
 
 
 Shard = Callable[[], tuple[int, int]]
@@ -222,8 +227,8 @@ class Groups:
 
     The trainer takes one group per Lightning step and makes one optimizer
     step per batch in it, so Lightning's per-step work (batch hooks, progress
-    and logging bookkeeping, about 0.3 ms) is paid once per group; the
-    batches, their order and the updates are those of ungrouped training.
+    and logging bookkeeping) is paid once per group; the batches, their order
+    and the updates are those of ungrouped training.
     A group is lazy (:class:`LazyGroup`): each batch is made when the step
     that uses it asks for it, as in a plain loop, so that it is still in
     cache when the step reads it and only one batch is held at a time,
@@ -276,3 +281,90 @@ class LazyGroup:
         self._used = True
         for _ in range(self._length):
             yield next(self._source)
+
+
+TrainData = Dataset | Tensor | np.ndarray | Sequence[Tensor | np.ndarray]
+
+
+def model_batches(model: Any, data: TrainData, *, batch_size: int, val_batch_size: int,
+                  seed: int, epoch: Callable[[], int], shard: Shard
+                  ) -> tuple[Iterable, Iterable | None]:
+    """Validated training and validation batches of ``(x,)`` for ``model``
+    (this process's slices of them under data parallelism), or of
+    ``condition_batch(x, y) = (x, c)`` for a conditional model
+    (:mod:`ppvae.train.contract`).
+
+    ``data`` is a :class:`ppvae.data.Dataset` (its train/val splits; dynamic
+    binarization re-draws the training pixels every epoch; noise scales of
+    its training split draw x ~ N(x, scale^2) every batch), a tensor of
+    training data, or a pair ``(x_train, x_val)``. Raises ``ValueError`` for
+    bad data before any training.
+    """
+    if contract.is_conditional(model):
+        return _conditional_batches(model, data, batch_size=batch_size,
+                                    val_batch_size=val_batch_size, seed=seed, epoch=epoch,
+                                    shard=shard)
+    if isinstance(data, Dataset):
+        dynamic = data.binarize == "dynamic"
+        train_x = contract.prepare(model, data.train.x, name="training data",
+                                   support="unit" if dynamic else None)
+        val_x = (contract.prepare(model, data.val.x, name="validation data")
+                 if len(data.val) else None)
+        scale = _on(data.train.scale, train_x)
+    elif isinstance(data, (list, tuple)):
+        if len(data) != 2:
+            raise ValueError("data must be a Dataset, a tensor x, or a pair (x_train, x_val)")
+        dynamic, scale = False, None
+        train_x = contract.prepare(model, data[0], name="training data")
+        val_x = contract.prepare(model, data[1], name="validation data")
+    else:
+        dynamic, scale, val_x = False, None, None
+        train_x = contract.prepare(model, data, name="training data")
+    train = EpochBatches(train_x, batch_size=batch_size, shuffle=True, dynamic_binarization=dynamic,
+                         noise_scale=scale, seed=seed, epoch=epoch, shard=shard)
+    if val_x is None:
+        return train, None
+    return train, EpochBatches(val_x, batch_size=val_batch_size, shard=shard)
+
+
+def _on(scale: Tensor | None, x: Tensor) -> Tensor | None:
+    """The noise scales of a split (:attr:`ppvae.data.Split.scale`) on x's device."""
+    return None if scale is None else scale.to(device=x.device, dtype=x.dtype)
+
+
+class _Conditioned:
+    """Batches ``(x, y)`` turned into ``model.condition_batch(x, y)`` = ``(x, c)``."""
+
+    def __init__(self, model: Any, batches: EpochBatches) -> None:
+        self.model = model
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return (self.model.condition_batch(x, y) for x, y in self.batches)
+
+
+def _conditional_batches(model: Any, data: TrainData, *, batch_size: int, val_batch_size: int,
+                         seed: int, epoch: Callable[[], int], shard: Shard
+                         ) -> tuple[Iterable, Iterable | None]:
+    """Batches ``(x, c)`` of a conditional model from a Dataset: c is made
+    from each batch after dynamic binarization, so a partial image shows the
+    pixels of its own x."""
+    if not isinstance(data, Dataset):
+        raise ValueError(f"{type(model).__name__} trains on a Dataset: its labels or images "
+                         "give the conditions")
+    dynamic = data.binarize == "dynamic"
+    train_x = contract.prepare(model, data.train.x, name="training data",
+                               support="unit" if dynamic else None)
+    train_y = data.train.y.to(train_x.device)
+    model.condition_batch(train_x, train_y)  # bad labels fail here, before training
+    train = EpochBatches(train_x, train_y, batch_size=batch_size, shuffle=True,
+                         dynamic_binarization=dynamic, noise_scale=_on(data.train.scale, train_x),
+                         seed=seed, epoch=epoch, shard=shard)
+    if not len(data.val):
+        return _Conditioned(model, train), None
+    val_x = contract.prepare(model, data.val.x, name="validation data")
+    val = EpochBatches(val_x, data.val.y.to(val_x.device), batch_size=val_batch_size, shard=shard)
+    return _Conditioned(model, train), _Conditioned(model, val)

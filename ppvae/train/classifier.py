@@ -11,7 +11,7 @@ from torch.nn.functional import cross_entropy
 from ppvae.data import Dataset, LabelSplit
 from ppvae.train.batches import EpochBatches
 from ppvae.train.fit import _quiet_lightning
-from ppvae.train.module import adam
+from ppvae.train.plans import adam
 
 
 class ClassifierModule(L.LightningModule):

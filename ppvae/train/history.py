@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -16,11 +16,13 @@ class History:
     """What :func:`ppvae.fit` returns.
 
     Attributes:
-        train_elbo: training objective per data point, per epoch (nats).
-        val_elbo: validation ELBO per data point, per epoch (nats), if any.
-        val_accuracy: validation accuracy of q(y | x) per epoch (semi-supervised
-            models only).
-        best_epoch: 1-based epoch of the best validation ELBO (or the last).
+        metrics: per-epoch series by name: the plan's training metrics
+            (``train_elbo`` for the ELBO plans: the training objective per
+            data point, in nats) and its validation metrics (``val_elbo``,
+            ``val_accuracy``, ``val_loss``, ...), where there are validation
+            data.
+        best_epoch: 1-based epoch of the best validation metric the plan
+            monitors (or of the last epoch).
         stopped_early: whether early stopping ended the run.
         seconds: wall time of the training call.
         checkpoint_dir: where checkpoints were written, if anywhere.
@@ -29,9 +31,7 @@ class History:
             which writes results); not part of :meth:`as_dict`.
     """
 
-    train_elbo: list[float] = field(default_factory=list)
-    val_elbo: list[float] = field(default_factory=list)
-    val_accuracy: list[float] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
@@ -40,31 +40,65 @@ class History:
     rank: int = 0
 
     @property
+    def train_elbo(self) -> list[float]:
+        """The ELBO plans' training objective per epoch (empty for other plans)."""
+        return self.metrics.get("train_elbo", [])
+
+    @property
+    def val_elbo(self) -> list[float]:
+        """Validation ELBO per data point per epoch, if any."""
+        return self.metrics.get("val_elbo", [])
+
+    @property
+    def val_accuracy(self) -> list[float]:
+        """Validation accuracy of q(y | x) per epoch (semi-supervised plans)."""
+        return self.metrics.get("val_accuracy", [])
+
+    @property
     def epochs(self) -> int:
-        return len(self.train_elbo)
+        return max((len(v) for k, v in self.metrics.items() if k.startswith("train_")), default=0)
 
     def as_dict(self) -> dict[str, Any]:
-        record = asdict(self)
-        del record["rank"]
-        return record
+        """The series by name beside the scalars (``rank`` left out)."""
+        return {**self.metrics, "best_epoch": self.best_epoch,
+                "stopped_early": self.stopped_early, "seconds": self.seconds,
+                "checkpoint_dir": self.checkpoint_dir, "world_size": self.world_size}
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> History:
+        """The inverse of :meth:`as_dict` (lists are series)."""
+        record = dict(record)
+        metrics = {k: list(v) for k, v in record.items() if isinstance(v, list)}
+        scalars = {k: v for k, v in record.items()
+                   if k not in metrics and k in ("best_epoch", "stopped_early", "seconds",
+                                                 "checkpoint_dir", "world_size")}
+        return cls(metrics={k: v for k, v in metrics.items() if v}, **scalars)
 
 
 class HistoryCallback(L.Callback):
-    """Records ``train_elbo``/``val_elbo`` each epoch and a copy of the weights
-    with the best validation ELBO."""
+    """Records the plan's training metrics and validation metrics each epoch,
+    and a copy of the weights with the best monitored metric (``monitor``:
+    (name, "min" or "max"), or None for the last epoch)."""
 
-    def __init__(self) -> None:
+    def __init__(self, monitor: tuple[str, str] | None) -> None:
+        self.monitor = monitor
         self.history = History()
         self.best_state: dict[str, Any] | None = None
         self._best = -math.inf
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = trainer.callback_metrics
-        self.history.train_elbo.append(pl_module.epoch_train_elbo())
-        for name in ("val_elbo", "val_accuracy"):
-            if name in metrics:
-                getattr(self.history, name).append(float(metrics[name]))
-        score = self.history.val_elbo[-1] if self.history.val_elbo else self.history.train_elbo[-1]
+        metrics = self.history.metrics
+        for name, value in pl_module.epoch_train_metrics().items():
+            metrics.setdefault(name, []).append(value)
+        for name, value in trainer.callback_metrics.items():
+            if name.startswith("val_"):
+                metrics.setdefault(name, []).append(float(value))
+        score = float(self.history.epochs)  # no monitor: the last epoch is the best
+        if self.monitor is not None:
+            name, mode = self.monitor
+            series = metrics.get(name) or metrics.get(pl_module.train_metric)
+            sign = (1.0 if mode == "max" else -1.0) if name in metrics else -pl_module.metric_sign
+            score = sign * series[-1]
         if score > self._best:
             self._best = score
             self.history.best_epoch = self.history.epochs
@@ -74,6 +108,6 @@ class HistoryCallback(L.Callback):
         return {"history": self.history.as_dict(), "best": self._best, "best_state": self.best_state}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = History(**state_dict["history"])
+        self.history = History.from_dict(state_dict["history"])
         self._best = state_dict["best"]
         self.best_state = state_dict["best_state"]

@@ -1,0 +1,179 @@
+"""The pure-torch twins equal the Pyro path: loss, gradients and log weights
+under the same random state, for every likelihood and objective; and they
+stand in only for the pairs they were written for."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+
+from ppvae import accel
+from ppvae.data import mask_quadrants
+from ppvae.infer import IWAE, log_likelihood
+from ppvae.infer.importance import per_datapoint_log_weights
+from ppvae.models import CVAE, VAE, LinearGaussian
+from ppvae.train.plans import twin_objective
+
+LIKELIHOODS = ["bernoulli", "gaussian", "continuous-bernoulli"]
+
+
+def data_for(likelihood: str, n: int = 12, d: int = 64) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(3)
+    if likelihood == "bernoulli":
+        return torch.bernoulli(torch.full((n, d), 0.3), generator=gen)
+    if likelihood == "gaussian":
+        return torch.randn(n, d, generator=gen)
+    return torch.rand(n, d, generator=gen)
+
+
+def pairs():
+    """(name, model, args, kwargs) for each kind of one-latent model."""
+    torch.manual_seed(0)
+    out = []
+    for likelihood in LIKELIHOODS:
+        out.append((f"vae-{likelihood}", VAE((1, 8, 8), latent_dim=3, hidden=(16,),
+                                            likelihood=likelihood), (data_for(likelihood),), {}))
+    out.append(("vae-beta", VAE((1, 8, 8), latent_dim=3, hidden=(16,), beta=2.5),
+                (data_for("bernoulli"),), {"beta": 0.4}))
+    out.append(("vae-conv", VAE((1, 8, 8), latent_dim=2, hidden=(16,), network="conv"),
+                (data_for("bernoulli", n=5),), {}))
+    x = data_for("bernoulli")
+    label = CVAE((1, 8, 8), condition="label", num_classes=4, latent_dim=3, hidden=(16,))
+    out.append(("cvae-label", label, (x, label.condition_from(x, torch.arange(12) % 4)), {}))
+    quad = CVAE((1, 8, 8), condition="quadrants", quadrants=2, latent_dim=3, hidden=(16,))
+    out.append(("cvae-quadrants", quad, (x, mask_quadrants(x, (1, 8, 8), 2)), {}))
+    lg = LinearGaussian(6, 2, sigma=0.5)
+    out.append(("linear-gaussian", lg, (torch.randn(12, 6),), {}))
+    return out
+
+
+PAIRS = pairs()
+OBJECTIVES = {
+    "elbo": lambda: Trace_ELBO(),
+    "elbo-3-particles": lambda: Trace_ELBO(num_particles=3, vectorize_particles=True,
+                                           max_plate_nesting=1),
+    "elbo-analytic": lambda: TraceMeanField_ELBO(),
+    "iwae": lambda: IWAE(4),
+    "iwae-dreg": lambda: IWAE(4, dreg=True),
+}
+
+
+def loss_and_grads(loss_fn, module):
+    module.zero_grad()
+    pyro.set_rng_seed(11)
+    loss = loss_fn()
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in module.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+@pytest.mark.parametrize("name, module, args, kwargs", PAIRS, ids=[p[0] for p in PAIRS])
+def test_twin_gives_the_pyro_loss_and_gradients(name, module, args, kwargs, objective):
+    if objective.startswith("iwae") and "beta" in kwargs:
+        pytest.skip("IWAE takes no beta")
+    pyro_loss = OBJECTIVES[objective]()
+    twin = twin_objective(pyro_loss)
+    assert twin is not None
+    want, want_grads = loss_and_grads(
+        lambda: pyro_loss.differentiable_loss(module.model, module.guide, *args, **kwargs), module)
+    got, got_grads = loss_and_grads(
+        lambda: twin(accel.twin_parts(module.model, module.guide, args, kwargs)), module)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+    assert len(got_grads) == len(want_grads) > 0
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, module, args, kwargs", PAIRS, ids=[p[0] for p in PAIRS])
+def test_twin_log_weights_are_the_pyro_log_weights(name, module, args, kwargs):
+    with torch.no_grad():
+        pyro.set_rng_seed(5)
+        want = per_datapoint_log_weights(module.model, module.guide, args, kwargs,
+                                         num_particles=7, plate_nesting=1)
+        pyro.set_rng_seed(5)
+        got = accel.log_weights(accel.twin_parts(module.model, module.guide, args, kwargs), 7)
+    assert got.shape == want.shape == (7, len(args[0]))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_the_estimator_gives_the_same_estimate_on_either_path():
+    vae = VAE((1, 8, 8), latent_dim=3, hidden=(16,))
+    x = data_for("bernoulli", n=40)
+    fast = log_likelihood(vae.model, vae.guide, x, num_samples=300, particle_chunk=64)
+    slow = log_likelihood(vae.model, vae.guide, x, num_samples=300, particle_chunk=64,
+                          accel=False)
+    for field in ("per_datapoint", "elbo", "ess", "khat"):
+        torch.testing.assert_close(getattr(fast, field), getattr(slow, field),
+                                   rtol=1e-6, atol=1e-5)
+
+
+class BranchingVAE(VAE):
+    """A VAE whose model branches on the data's values: images with more ink
+    than ``threshold`` are scored by a likelihood with flipped logits."""
+
+    threshold = 0.3
+
+    def model(self, x, beta=None):
+        self.check_shape(x)
+        with pyro.plate("data", len(x)):
+            with poutine.scale(scale=self.beta if beta is None else beta):
+                z = pyro.sample("z", self.prior())
+            logits = self.likelihood.net(z)
+            if float(x.mean()) > self.threshold:
+                logits = -logits
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+
+def test_twins_stand_in_only_for_the_pairs_they_were_written_for():
+    torch.manual_seed(0)
+    vae = VAE((1, 8, 8), latent_dim=2, hidden=(8,))
+    x = data_for("bernoulli")
+    assert accel.twin_parts(vae.model, vae.guide, (x,), {}) is not None
+    # a subclass that rewrites model, another guide, functions, an outer handler
+    branchy = BranchingVAE((1, 8, 8), latent_dim=2, hidden=(8,))
+    assert accel.twin_parts(branchy.model, branchy.guide, (x,), {}) is None
+    lg = LinearGaussian(6, 2)
+    y = torch.randn(3, 6)
+    assert accel.twin_parts(lg.model, lg.guide, (y,), {}) is not None
+    assert accel.twin_parts(lg.model, lg.exact_guide, (y,), {}) is None
+    other = VAE((1, 8, 8), latent_dim=2, hidden=(8,))
+    assert accel.twin_parts(vae.model, other.guide, (x,), {}) is None
+    assert accel.twin_parts(lambda x: None, lambda x: None, (x,), {}) is None
+    with poutine.scale(scale=2.0):
+        assert accel.twin_parts(vae.model, vae.guide, (x,), {}) is None
+
+
+def test_a_subclass_that_branches_on_data_is_trained_and_estimated_as_written():
+    """Its loss and log weights are those of its own model, on both sides of
+    the branch, and differ from the parent's."""
+    from ppvae.train.plans import ELBOPlan
+
+    torch.manual_seed(0)
+    branchy = BranchingVAE((1, 8, 8), latent_dim=2, hidden=(8,))
+    parent = VAE((1, 8, 8), latent_dim=2, hidden=(8,))
+    parent.load_state_dict(branchy.state_dict())
+    plan = ELBOPlan(branchy)
+    for ink in (0.1, 0.6):  # one batch on each side of the branch
+        x = torch.bernoulli(torch.full((10, 64), ink), generator=torch.Generator().manual_seed(1))
+        pyro.set_rng_seed(2)
+        got = plan.pair_loss(plan.objective, plan.twin, (x,), {})
+        pyro.set_rng_seed(2)
+        want = Trace_ELBO().differentiable_loss(branchy.model, branchy.guide, x)
+        torch.testing.assert_close(got, want)
+        est = log_likelihood(branchy.model, branchy.guide, x, num_samples=50)
+        pyro_est = log_likelihood(branchy.model, branchy.guide, x, num_samples=50, accel=False)
+        torch.testing.assert_close(est.per_datapoint, pyro_est.per_datapoint)
+        if ink > branchy.threshold:
+            parent_est = log_likelihood(parent.model, parent.guide, x, num_samples=50)
+            assert not torch.allclose(est.per_datapoint, parent_est.per_datapoint)
+
+
+def test_objectives_without_a_twin_take_the_pyro_path():
+    class MyELBO(Trace_ELBO):
+        pass
+
+    assert twin_objective(MyELBO()) is None
+    assert twin_objective(Trace_ELBO(num_particles=3, vectorize_particles=False)) is None
+    assert twin_objective(pyro.infer.RenyiELBO()) is None
