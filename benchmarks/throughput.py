@@ -11,9 +11,11 @@ of ``--repeats`` repeats (9):
   log q(z|x) - log p(z) at that z) and the same optimizer as ppvae.fit (Adam
   with PyTorch's fused kernel);
 - ``pyro_svi``: the ppvae model/guide pair with Pyro's ``SVI`` + ``Trace_ELBO``
-  and ``pyro.optim.Adam`` (Pyro's default per-parameter Adam), batches sliced
-  from tensors;
-- ``ppvae_fit``: ``ppvae.fit(model, x, epochs=E, batch_size=B)``, timed end to
+  and ``pyro.optim.Adam`` (Pyro's default per-parameter Adam, not fused),
+  batches sliced from tensors, Pyro's validation off (as ``ppvae.fit`` has it
+  after its first step);
+- ``ppvae_fit``: ``ppvae.fit(model, x, epochs=E, batch_size=B)`` on its
+  default path (the VAE's pure-torch twin, :mod:`ppvae.accel`), timed end to
   end (data checks and trainer start-up included).
 
 Before the timed runs each of the three runs once, untimed, on 8 batches: what
@@ -36,12 +38,12 @@ needs, so evaluation memory levels off as K grows).
 
 With ``--breakdown`` it prints instead where ``ppvae.fit``'s time goes
 against the hand-written loop at the first batch size: the time of a
-training step (ppvae's replayed loss, its backward pass and the fused Adam
-step, in a plain loop over the same batches as the hand-written loop,
-alternating with it) and what a ``fit`` call costs beyond its steps (the
-data check over all the images, and the trainer's start, the first steps'
-checks and recording and its end, from ``fit`` and the hand-written loop on
-``--breakdown-batches`` batches).
+training step (ppvae's twin loss, its backward pass and the fused Adam step,
+in a plain loop over the same batches as the hand-written loop, alternating
+with it) and what a ``fit`` call costs beyond its steps (the data check over
+all the images, and the trainer's start, the first step's checks and its
+end, from ``fit`` and the hand-written loop on ``--breakdown-batches``
+batches).
 
 Usage: PPVAE_DATA=../shared/data python benchmarks/throughput.py [--batch-sizes 128 256]
        [--epochs 1] [--repeats 9] [--json] [--breakdown]
@@ -69,9 +71,10 @@ from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 import ppvae
 from ppvae.data import binarize, label_split, load_dataset
-from ppvae.infer import log_likelihood, training_loss
+from ppvae import accel
+from ppvae.infer import log_likelihood
 from ppvae.models import SSVAE, VAE
-from ppvae.train.module import adam
+from ppvae.train.plans import adam
 
 LATENT, HIDDEN = 50, 400
 LOG_2PI = math.log(2 * math.pi)
@@ -136,12 +139,13 @@ def pyro_svi(x: torch.Tensor, batch_size: int, epochs: int, seed: int) -> tuple[
     svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}),
                          pyro.infer.Trace_ELBO())
     start = time.perf_counter()
-    for epoch in range(epochs):
-        total = 0.0
-        order = torch.randperm(len(x))
-        for i in range(0, len(x), batch_size):
-            loss = svi.step(x[order[i:i + batch_size]])
-            total -= loss if epoch == epochs - 1 else 0.0
+    with pyro.validation_enabled(False):
+        for epoch in range(epochs):
+            total = 0.0
+            order = torch.randperm(len(x))
+            for i in range(0, len(x), batch_size):
+                loss = svi.step(x[order[i:i + batch_size]])
+                total -= loss if epoch == epochs - 1 else 0.0
     return time.perf_counter() - start, total / len(x)
 
 
@@ -198,12 +202,11 @@ def child(task: str, *args: str) -> None:
 
 
 def step_times(x: torch.Tensor, batch_size: int, rounds: int) -> tuple[list[float], list[float]]:
-    """Seconds per step of the hand-written step and of ppvae's (replayed
-    loss, backward pass, fused Adam) in plain loops over the same batches,
+    """Seconds per step of the hand-written step and of ppvae's (twin loss,
+    backward pass, fused Adam) in plain loops over the same batches,
     alternating ``rounds`` times; the first round of each is a warm-up."""
     encoder, decoder, hand_opt = hand_networks(0)
     vae = make_vae()
-    loss_fn = training_loss(vae)
     ours_opt = adam(vae.parameters(), 1e-3)
     batches = list(torch.split(x, batch_size))
 
@@ -213,7 +216,7 @@ def step_times(x: torch.Tensor, batch_size: int, rounds: int) -> tuple[list[floa
 
     def ours() -> None:
         for xb in batches:
-            loss = loss_fn(vae, (xb,), 1.0)
+            loss = accel.elbo_loss(vae.accel_parts(xb)) / len(xb)
             loss.item()
             ours_opt.zero_grad()
             loss.backward()
@@ -237,7 +240,7 @@ def breakdown(x: torch.Tensor, batch_size: int, repeats: int, batches: int) -> N
           f"batches, alternating, {2 * repeats} rounds each")
     print(f"  hand-written step      median {1e3 * statistics.median(hand_times):.3f} ms, "
           f"min {1e3 * min(hand_times):.3f} ms")
-    print(f"  ppvae step (replayed)  median {1e3 * statistics.median(our_times):.3f} ms, "
+    print(f"  ppvae step (twin)      median {1e3 * statistics.median(our_times):.3f} ms, "
           f"min {1e3 * min(our_times):.3f} ms")
     print(f"  hand-written / ppvae within each round: median {statistics.median(paired):.3f} "
           f"(range {min(paired):.2f}-{max(paired):.2f})")
@@ -258,7 +261,7 @@ def breakdown(x: torch.Tensor, batch_size: int, repeats: int, batches: int) -> N
     start_cost = statistics.median(f - h for f, h in zip(fit_small, hand_small))
     print(f"\nwhat a ppvae.fit call costs beyond its steps (median of {repeats}):")
     print(f"  the data check over all {len(x)} images: {1e3 * statistics.median(check):.1f} ms")
-    print(f"  the rest (trainer start and end, the first steps' checks and recording, "
+    print(f"  the rest (trainer start and end, the first step's checks, "
           f"Lightning's steps): ppvae.fit on {batches} batches {1e3 * statistics.median(fit_small):.0f} ms"
           f" - the hand-written loop {1e3 * statistics.median(hand_small):.0f} ms = "
           f"{1e3 * start_cost:.0f} ms (paired)")
@@ -283,6 +286,8 @@ def main() -> None:
                         help="print where ppvae.fit's time goes instead (module doc)")
     parser.add_argument("--breakdown-batches", type=int, default=16,
                         help="batches of the short fits of --breakdown")
+    parser.add_argument("--training-only", action="store_true",
+                        help="skip the M2, evaluation and memory measurements")
     args = parser.parse_args()
 
     data = load_dataset("mnist", binarize="static")
@@ -294,6 +299,9 @@ def main() -> None:
         breakdown(x, args.batch_sizes[0], args.repeats, args.breakdown_batches)
         return
     runners = {"handwritten": handwritten, "pyro_svi": pyro_svi, "ppvae_fit": ppvae_fit}
+    if not args.json:
+        print("optimizers: handwritten and ppvae_fit torch.optim.Adam(fused=True); pyro_svi "
+              "pyro.optim.Adam (per parameter), Pyro's validation off", flush=True)
     results: dict = {"machine": machine(), "batch_sizes": {}}
     # One untimed run of each on a slice of the data: what a process pays
     # once (imports, such as Lightning's on the first ppvae.fit, first-call
@@ -345,6 +353,10 @@ def main() -> None:
     first = results["batch_sizes"][args.batch_sizes[0]]
     results.update({k: first[k] for k in ("handwritten", "pyro_svi", "ppvae_fit",
                                           "ratio_ppvae_vs_handwritten")})
+    if args.training_only:
+        if args.json:
+            print(json.dumps(results))
+        return
     results["m2_images_per_s"] = m2_step_rate(load_dataset("mnist", binarize="dynamic"), 128)
     results["eval_images_per_s_k5000"] = eval_rate(data.test.x[:100], 5000)
     results["peak_rss_mb"] = {"train": peak_rss_mb("train"),

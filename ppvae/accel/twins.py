@@ -1,12 +1,14 @@
-"""Pure-torch twins of the objectives of a one-latent model.
+"""Pure-torch twins of the objectives of a one-latent model built from
+ppvae's pieces.
 
 For a batch of N data points with conditions c (if any), a one-latent model is
 
     z_i ~ p(z | c_i),   x_i ~ p(x | z_i, c_i),   guide q(z | x_i, c_i),
 
 with the latent site weighted by beta (scaled by beta in both the model and
-the guide, as a beta-VAE does). With draws z_{k,i} ~ q(z | x_i, c_i),
-k = 1..K, and
+the guide, as a beta-VAE does), and p(x | z, c) possibly scored on some
+pixels only (a conditional model's hidden pixels). With draws
+z_{k,i} ~ q(z | x_i, c_i), k = 1..K, and
 
     log w_{k,i} = log p(x_i | z_{k,i}, c_i) + log p(z_{k,i} | c_i) - log q(z_{k,i} | x_i, c_i),
 
@@ -21,10 +23,28 @@ the twins are
 - :func:`iwae_loss`: -sum_i log (1/K) sum_k w_{k,i}, with the gradient of
   :class:`ppvae.infer.IWAE` (standard, or doubly reparameterized).
 
-Each draws z with ``q.rsample()`` (K = 1) or ``q.rsample((K,))``, which take
-the same numbers from torch's generator as Pyro's sample site inside its
-particle plate, so on the same random state a twin returns the Pyro path's
-value and gradients (``tests/test_accel.py``).
+Each draws z as the pieces' distributions do (``rsample``, with the numbers
+Pyro's sample site takes from torch's generator inside its particle plate),
+so on the same random state a twin returns the Pyro path's value and
+gradients (``tests/test_accel.py``).
+
+The twins read the pieces' parameters rather than build distributions where
+the piece is one of ppvae's own (an exact type match; anything else goes
+through the piece's distribution):
+
+- a :class:`~ppvae.pieces.DiagonalGaussian` q: z = mu + sigma eps with
+  eps ~ N(0, I), and log q(z) = -|eps|^2 / 2 - sum log sigma - (L / 2) log 2 pi,
+  the general formula's value at its own draw and the same function of
+  (eps, mu, sigma) (the quadratic term does not depend on mu and sigma once
+  z is written through eps), hence the same reparameterization gradient;
+- a :class:`~ppvae.pieces.StandardNormalPrior`: log p(z) = -|z|^2 / 2 - (L / 2) log 2 pi
+  (the constants cancel in log p(z) - log q(z)); a
+  :class:`~ppvae.pieces.DiagonalGaussian` prior: the Normal density of its mu, sigma;
+- a :class:`~ppvae.pieces.BernoulliLikelihood`: log p(x | z) = sum_d -BCE(l_d, x_d)
+  on its logits l, over the observed pixels.
+
+DReG differentiates log q with respect to z itself and takes the general
+density.
 """
 
 from __future__ import annotations
@@ -37,31 +57,50 @@ import torch
 from pyro.distributions import Distribution
 from pyro.distributions.kl import kl_divergence
 from pyro.poutine.runtime import am_i_wrapped
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.functional import binary_cross_entropy_with_logits
 
 from ppvae.pieces.detach import detach_distribution
+from ppvae.pieces.likelihoods import BernoulliLikelihood
+from ppvae.pieces.masking import observe_where
+from ppvae.pieces.posteriors import DiagonalGaussian
+from ppvae.pieces.priors import StandardNormalPrior
 
 #: the method a model declares to offer its twin
 PARTS_METHOD = "accel_parts"
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 @dataclass(frozen=True)
 class LatentParts:
-    """One batch of a one-latent model, as its ``accel_parts`` returns it.
+    """One batch of a one-latent model, as its ``accel_parts`` returns it:
+    the pieces of its ``model``/``guide`` and what they are called with.
 
     Attributes:
-        x: the observed data, shape (N, ...).
-        prior: p(z | c), batch shape (N,) or () (broadcast over the batch).
-        posterior: q(z | x, c), batch shape (N,), reparameterizable.
-        likelihood: z -> p(x | z, c), for z of shape (..., N, L); its log
-            density of ``x`` has shape (..., N).
+        x: the observed data, shape (N, D).
+        prior: the prior piece; ``prior(*prior_args)`` is p(z | c), batch
+            shape (N,) or () (broadcast over the batch).
+        prior_args: its arguments (``()`` for an unconditional prior).
+        posterior: the guide's piece; ``posterior(*posterior_args)`` is
+            q(z | x, c), batch shape (N,), reparameterizable.
+        posterior_args: its arguments, e.g. ``(x,)`` or ``(x, c)``.
+        likelihood: the observation model; ``likelihood(z, context)`` is
+            p(x | z, c) with one event dimension.
+        context: the condition c the likelihood takes (None: none).
+        observed: where p(x | z, c) is scored (a boolean mask broadcasting
+            against x, :func:`ppvae.pieces.masking.observe_where`), or None
+            for every pixel.
         beta: the weight of the latent site in the training objectives.
     """
 
     x: Tensor
-    prior: Distribution
-    posterior: Distribution
-    likelihood: Callable[[Tensor], Distribution]
+    prior: nn.Module
+    prior_args: tuple
+    posterior: nn.Module
+    posterior_args: tuple
+    likelihood: nn.Module
+    context: Tensor | None = None
+    observed: Tensor | None = None
     beta: float = 1.0
 
 
@@ -90,39 +129,78 @@ def twin_parts(model: Callable, guide: Callable, args: tuple, kwargs: dict
     return getattr(owner, PARTS_METHOD)(*args, **kwargs)
 
 
-def _draw(q: Distribution, num_particles: int, particles_dim: bool) -> Tensor:
-    """z ~ q: shape (N, L) for one particle without a particle dimension,
-    (K, N, L) otherwise (the shapes of Pyro's site inside its particle plate)."""
-    if num_particles == 1 and not particles_dim:
-        return q.rsample()
-    return q.rsample((num_particles,))
+def _prefix(num_particles: int, particles_dim: bool) -> tuple[int, ...]:
+    """The sample shape of the draws: none for one particle without a
+    particle dimension, (K,) otherwise (Pyro's particle plate)."""
+    return () if num_particles == 1 and not particles_dim else (num_particles,)
+
+
+def _log_prior(parts: LatentParts, z: Tensor) -> Tensor:
+    """log p(z | c) + (L / 2) log 2 pi, shape (..., N): the Gaussian
+    normalizing constant is left out, for the caller to cancel or add."""
+    prior = parts.prior
+    if type(prior) is StandardNormalPrior:
+        return -0.5 * z.square().sum(-1)
+    if type(prior) is DiagonalGaussian:
+        loc, scale = prior.loc_scale(*parts.prior_args)
+        return -(0.5 * ((z - loc) / scale).square() + scale.log()).sum(-1)
+    return prior(*parts.prior_args).log_prob(z) + z.shape[-1] * HALF_LOG_2PI
+
+
+def _latent_terms(parts: LatentParts, num_particles: int, particles_dim: bool
+                  ) -> tuple[Tensor, Tensor]:
+    """z ~ q and log p(z) - log q(z), shapes (..., N, L) and (..., N) (module doc)."""
+    prefix = _prefix(num_particles, particles_dim)
+    if type(parts.posterior) is DiagonalGaussian:
+        loc, scale = parts.posterior.loc_scale(*parts.posterior_args)
+        eps = torch.randn(prefix + loc.shape, dtype=loc.dtype, device=loc.device)
+        z = loc + eps * scale  # Normal.rsample's draw, from the same numbers
+        neg_log_q = (0.5 * eps.square() + scale.log()).sum(-1)  # + (L / 2) log 2 pi
+        return z, _log_prior(parts, z) + neg_log_q
+    q = parts.posterior(*parts.posterior_args)
+    z = q.rsample(prefix)
+    return z, _log_prior(parts, z) - z.shape[-1] * HALF_LOG_2PI - q.log_prob(z)
+
+
+def _log_likelihood(parts: LatentParts, z: Tensor) -> Tensor:
+    """log p(x | z, c) over the observed pixels, shape (..., N)."""
+    likelihood = parts.likelihood
+    if type(likelihood) is BernoulliLikelihood:
+        logits = likelihood.net(z, parts.context)
+        log_p = -binary_cross_entropy_with_logits(logits, parts.x.expand_as(logits),
+                                                  reduction="none")
+        if parts.observed is not None:
+            log_p = torch.where(parts.observed, log_p, log_p.new_zeros(()))
+        return log_p.sum(-1)
+    fn = likelihood(z, parts.context)
+    if parts.observed is not None:
+        fn = observe_where(fn, parts.observed)
+    return fn.log_prob(parts.x)
 
 
 def elbo_loss(parts: LatentParts, num_particles: int = 1) -> Tensor:
     """-ELBO summed over the batch, averaged over ``num_particles`` draws (module doc)."""
-    q = parts.posterior
-    z = _draw(q, num_particles, particles_dim=False)
-    log_px = parts.likelihood(z).log_prob(parts.x)
-    latent = parts.prior.log_prob(z) - q.log_prob(z)
+    z, latent = _latent_terms(parts, num_particles, particles_dim=False)
+    log_px = _log_likelihood(parts, z)
     if parts.beta != 1:
         latent = parts.beta * latent
-    return -(log_px + latent).sum() / num_particles
+    loss = -(log_px + latent).sum()
+    return loss if num_particles == 1 else loss / num_particles
 
 
 def analytic_elbo_loss(parts: LatentParts, num_particles: int = 1) -> Tensor:
     """-ELBO with the closed-form KL(q || p), summed over the batch (module doc)."""
-    q = parts.posterior
-    z = _draw(q, num_particles, particles_dim=False)
-    log_px = parts.likelihood(z).log_prob(parts.x).sum() / num_particles
-    kl = kl_divergence(q, parts.prior).sum()
+    q = parts.posterior(*parts.posterior_args)
+    z = q.rsample(_prefix(num_particles, False))
+    log_px = _log_likelihood(parts, z).sum() / num_particles
+    kl = kl_divergence(q, parts.prior(*parts.prior_args)).sum()
     return -log_px + (parts.beta * kl if parts.beta != 1 else kl)
 
 
 def log_weights(parts: LatentParts, num_particles: int) -> Tensor:
     """log p(x_i, z_{k,i}) - log q(z_{k,i} | x_i), shape (K, N), unscaled."""
-    q = parts.posterior
-    z = _draw(q, num_particles, particles_dim=True)
-    return parts.likelihood(z).log_prob(parts.x) + parts.prior.log_prob(z) - q.log_prob(z)
+    z, latent = _latent_terms(parts, num_particles, particles_dim=True)
+    return _log_likelihood(parts, z) + latent
 
 
 def iwae_loss(parts: LatentParts, num_particles: int, dreg: bool = False) -> Tensor:
@@ -131,18 +209,18 @@ def iwae_loss(parts: LatentParts, num_particles: int, dreg: bool = False) -> Ten
     its parameters held fixed, and the gradient reaching z_{k,i} is
     multiplied by the normalized weight wt_{k,i}, so that the guide gets
     sum_k wt^2 d log w / dz dz / dphi and the model sum_k wt grad log p."""
-    q = parts.posterior
-    z = _draw(q, num_particles, particles_dim=True)
-    if dreg:
-        weight: list[Tensor] = []
-        z.register_hook(lambda grad: grad * weight[0].unsqueeze(-1))
-        q = detach_distribution(q)
-    log_w = parts.likelihood(z).log_prob(parts.x) + parts.prior.log_prob(z) - q.log_prob(z)
-    loss = -(torch.logsumexp(log_w, 0) - math.log(num_particles)).sum()
     if not dreg:
-        return loss
+        log_w = log_weights(parts, num_particles)
+        return -(torch.logsumexp(log_w, 0) - math.log(num_particles)).sum()
+    q = parts.posterior(*parts.posterior_args)
+    z = q.rsample((num_particles,))
+    weight: list[Tensor] = []
+    z.register_hook(lambda grad: grad * weight[0].unsqueeze(-1))
+    log_q = detach_distribution(q).log_prob(z)
+    log_prior = parts.prior(*parts.prior_args).log_prob(z)
+    log_w = _log_likelihood(parts, z) + log_prior - log_q
+    loss = -(torch.logsumexp(log_w, 0) - math.log(num_particles)).sum()
     wt = torch.softmax(log_w.detach(), 0)
     weight.append(wt)
     surrogate = -(wt * log_w).sum()
     return surrogate + (loss - surrogate).detach()
-

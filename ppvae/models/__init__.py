@@ -1,4 +1,4 @@
-"""ppvae's models, each a :class:`pyro.nn.PyroModule` with ``model`` and ``guide``."""
+"""ppvae's models, each a :class:`torch.nn.Module` with Pyro ``model`` and ``guide`` methods."""
 
 from ppvae.models.base import LatentVariableModel
 from ppvae.models.cvae import CVAE, CompletionBaseline

@@ -2,11 +2,12 @@
 save/load, checks of its input data, and the optional extras of the model
 contract declared with their defaults.
 
-Models are :class:`pyro.nn.PyroModule` s whose networks are converted to Pyro
-modules too, so ``model.model`` / ``model.guide`` can be handed to
-:class:`pyro.infer.SVI` with a ``pyro.optim`` optimizer. Each instance gets its
-own name prefix in Pyro's global parameter store: two models of the same class
-in one process never share parameters by accident.
+Models are plain :class:`torch.nn.Module` s whose ``model`` and ``guide``
+register their parameters with Pyro's parameter store on every call
+(``pyro.module``, as Pyro's own examples do), so ``model.model`` /
+``model.guide`` can be handed to :class:`pyro.infer.SVI` with a ``pyro.optim``
+optimizer. Each instance registers under its own name: two models of the same
+class in one process never share parameters by accident.
 
 The model contract (:mod:`ppvae.train.contract`) asks only for ``model`` and
 ``guide`` with the data in ``pyro.plate("data", N)``; the extras below are what
@@ -20,10 +21,9 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+import pyro
 import torch
-from pyro.nn import PyroModule
-from pyro.nn.module import to_pyro_module_
-from torch import Tensor
+from torch import Tensor, nn
 
 
 _instances = itertools.count()
@@ -45,13 +45,13 @@ def check_latent_settings(latent_dim: int, beta: float) -> None:
         raise ValueError(f"beta must be positive, got {beta}")
 
 
-class LatentVariableModel(PyroModule):
+class LatentVariableModel(nn.Module):
     """Base class of ppvae's models.
 
     Subclasses call ``super().__init__(config, input_shape)`` with their
     constructor arguments as a JSON-able dict (what :func:`ppvae.save` stores
-    and :func:`ppvae.load` passes back), build their pieces, then call
-    :meth:`_register_with_pyro`.
+    and :func:`ppvae.load` passes back), build their pieces, and call
+    :meth:`pyro_module` first thing in ``model`` and ``guide``.
     """
 
     #: the training plan :func:`ppvae.fit` uses unless told otherwise (a name
@@ -65,15 +65,18 @@ class LatentVariableModel(PyroModule):
     beta: float = 1.0
 
     def __init__(self, config: dict[str, Any], input_shape: int | Sequence[int]) -> None:
-        super().__init__(name=f"{type(self).__name__.lower()}{next(_instances)}")
+        super().__init__()
+        #: this instance's name in Pyro's parameter store
+        self.pyro_name = f"{type(self).__name__.lower()}{next(_instances)}"
         self.config = config
         self.input_shape = as_shape(input_shape)
         self.input_dim = int(np.prod(self.input_shape))
 
-    def _register_with_pyro(self) -> None:
-        """Convert every child ``torch.nn`` module to a Pyro module in place, so
-        Pyro's parameter store (and hence ``pyro.optim``) sees its parameters."""
-        to_pyro_module_(self)
+    def pyro_module(self) -> None:
+        """Register the parameters with Pyro's parameter store under
+        :attr:`pyro_name` (``pyro.module``), so that Pyro's optimizers see
+        them; ``model`` and ``guide`` do it on every call."""
+        pyro.module(self.pyro_name, self)
 
     @property
     def device(self) -> torch.device:

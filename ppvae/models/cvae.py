@@ -174,10 +174,15 @@ class ConditionalModel(LatentVariableModel):
                              f"{self.context_dim}), got {tuple(c.shape)}; "
                              "prepare_condition(c) builds it")
 
-    def _observed(self, fn: dist.Distribution, c: Tensor) -> dist.Distribution:
-        """The likelihood of the pixels to predict: all (``"label"``) or the
+    def observed_pixels(self, c: Tensor) -> Tensor | None:
+        """The pixels p(x | z, c) scores: all (None, ``"label"``) or the
         hidden ones (``"quadrants"``)."""
-        return fn if self.condition == "label" else observe_where(fn, hidden_pixels(c))
+        return None if self.condition == "label" else hidden_pixels(c)
+
+    def _observed(self, fn: dist.Distribution, c: Tensor) -> dist.Distribution:
+        """The likelihood of the pixels to predict."""
+        mask = self.observed_pixels(c)
+        return fn if mask is None else observe_where(fn, mask)
 
     def _fill_given(self, images: Tensor, c: Tensor) -> Tensor:
         """Predicted images with the given pixels of ``c`` put back."""
@@ -258,10 +263,10 @@ class CVAE(ConditionalModel):
             make_decoder(network, latent_dim, self.input_shape, hidden,
                          context_features=self.context_dim, activation_name=activation),
             self.input_dim)
-        self._register_with_pyro()
 
     def model(self, x: Tensor, c: Tensor, beta: float | None = None) -> None:
         """p(x, z | c) = p(z | c) p(x | z, c), with the ``z`` site scaled by beta."""
+        self.pyro_module()
         self._check_pair(x, c)
         with pyro.plate("data", len(x)):
             with poutine.scale(scale=self.beta if beta is None else beta):
@@ -270,6 +275,7 @@ class CVAE(ConditionalModel):
 
     def guide(self, x: Tensor, c: Tensor, beta: float | None = None) -> None:
         """q(z | x, c), with the ``z`` site scaled by the same beta as the model."""
+        self.pyro_module()
         self._check_pair(x, c)
         with pyro.plate("data", len(x)):
             with poutine.scale(scale=self.beta if beta is None else beta):
@@ -279,9 +285,8 @@ class CVAE(ConditionalModel):
         """The pieces of ``model``/``guide`` on this batch, for the pure-torch
         twins of their objectives (:mod:`ppvae.accel`)."""
         self._check_pair(x, c)
-        return LatentParts(x, self.prior(c), self.encoder(x, c),
-                           lambda z: self._observed(self.likelihood(z, c), c),
-                           self.beta if beta is None else beta)
+        return LatentParts(x, self.prior, (c,), self.encoder, (x, c), self.likelihood, c,
+                           self.observed_pixels(c), self.beta if beta is None else beta)
 
     # ----------------------------------------------------------- conveniences
     @torch.no_grad()
@@ -358,16 +363,17 @@ class CompletionBaseline(ConditionalModel):
         self.likelihood = BernoulliLikelihood(
             make_encoder(network, self.input_shape, self.input_dim, hidden,
                          activation_name=activation))
-        self._register_with_pyro()
 
     def model(self, x: Tensor, c: Tensor, beta: float | None = None) -> None:
         """p(x_hidden | c), one Bernoulli per hidden pixel."""
+        self.pyro_module()
         self._check_pair(x, c)
         with pyro.plate("data", len(x)):
             pyro.sample("x", self._observed(self.likelihood(c), c), obs=x)
 
     def guide(self, x: Tensor, c: Tensor, beta: float | None = None) -> None:
         """No latent variable to propose."""
+        self.pyro_module()
         self._check_pair(x, c)
 
     @torch.no_grad()

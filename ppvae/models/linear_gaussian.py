@@ -49,7 +49,6 @@ class LinearGaussian(VAE):
         self.encoder = DiagonalGaussian(MLP(input_dim, [], 2 * latent_dim), latent_dim)
         self.likelihood = GaussianLikelihood(MLP(latent_dim, [], input_dim), input_dim,
                                              init_scale=sigma, learn_scale=False)
-        self._register_with_pyro()
 
     @property
     def weight(self) -> Tensor:
@@ -93,6 +92,7 @@ class LinearGaussian(VAE):
 
     def exact_guide(self, x: Tensor) -> None:
         """A guide that proposes from the exact posterior p(z | x)."""
+        self.pyro_module()
         with pyro.plate("data", x.shape[0], dim=-1):
             pyro.sample("z", self.exact_posterior(x))
 

@@ -91,13 +91,13 @@ class SSVAE(LatentVariableModel):
                          context_features=num_classes, activation_name=activation),
             self.input_dim,
         )
-        self._register_with_pyro()
 
     def _one_hot(self, y: Tensor) -> Tensor:
         return one_hot(y, self.num_classes).to(self.class_logits.dtype)
 
     def model(self, x: Tensor, y: Tensor | None = None, beta: float | None = None) -> None:
         """p(x, y, z) = p(y) p(z) p(x | y, z); y observed when given."""
+        self.pyro_module()
         self.check_shape(x)
         with pyro.plate("data", x.shape[0], dim=-1):
             y = pyro.sample("y", dist.Categorical(logits=self.class_logits), obs=y)
@@ -107,6 +107,7 @@ class SSVAE(LatentVariableModel):
 
     def guide(self, x: Tensor, y: Tensor | None = None, beta: float | None = None) -> None:
         """q(y | x) q(z | x, y); y is enumerated (not sampled) when not given."""
+        self.pyro_module()
         self.check_shape(x)
         with pyro.plate("data", x.shape[0], dim=-1):
             if y is None:

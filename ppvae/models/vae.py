@@ -79,10 +79,10 @@ class VAE(LatentVariableModel):
                          activation_name=activation),
             self.input_dim,
         )
-        self._register_with_pyro()
 
     def model(self, x: Tensor, beta: float | None = None) -> None:
         """p(x, z) = p(z) p(x | z), with the ``z`` site scaled by beta."""
+        self.pyro_module()
         self.check_shape(x)
         with pyro.plate("data", len(x)):
             with poutine.scale(scale=self.beta if beta is None else beta):
@@ -91,6 +91,7 @@ class VAE(LatentVariableModel):
 
     def guide(self, x: Tensor, beta: float | None = None) -> None:
         """q(z | x), with the ``z`` site scaled by the same beta as the model."""
+        self.pyro_module()
         self.check_shape(x)
         with pyro.plate("data", len(x)):
             with poutine.scale(scale=self.beta if beta is None else beta):
@@ -100,8 +101,8 @@ class VAE(LatentVariableModel):
         """The pieces of ``model``/``guide`` on this batch, for the pure-torch
         twins of their objectives (:mod:`ppvae.accel`)."""
         self.check_shape(x)
-        return LatentParts(x, self.prior(), self.encoder(x), self.likelihood,
-                           self.beta if beta is None else beta)
+        return LatentParts(x, self.prior, (), self.encoder, (x,), self.likelihood,
+                           beta=self.beta if beta is None else beta)
 
     # ----------------------------------------------------------- conveniences
     @torch.no_grad()

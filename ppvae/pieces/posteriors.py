@@ -25,6 +25,10 @@ class DiagonalGaussian(nn.Module):
         self.latent_dim = latent_dim
         self.min_scale = min_scale
 
+    def loc_scale(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """mu and sigma, each of shape ``(..., latent_dim)``."""
+        loc, raw_scale = self.net(inputs, context).chunk(2, dim=-1)
+        return loc, softplus(raw_scale) + self.min_scale
+
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> dist.Distribution:
-        loc, raw_scale = self.net(inputs, context).split(self.latent_dim, dim=-1)
-        return dist.Normal(loc, softplus(raw_scale) + self.min_scale).to_event(1)
+        return dist.Normal(*self.loc_scale(inputs, context)).to_event(1)

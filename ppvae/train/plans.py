@@ -22,8 +22,8 @@ new plan here, registered in :data:`PLANS`, never an edit of ``fit``.
 Each Lightning step takes a group of consecutive batches
 (:class:`ppvae.train.batches.Groups`) and makes one optimizer step per batch
 (Lightning's manual optimization, public API only), so that Lightning's
-per-step work is paid once per group; the updates, and Lightning's count of
-optimizer steps, are those of one batch per step.
+per-step work is paid once per group; the updates are those of one batch
+per step, and Lightning counts one optimizer step per group.
 
 Data parallelism (DDP): each process holds a slice of every global batch.
 Process r's loss, the mean over its n_r points, is scaled by W n_r / N (W
@@ -155,19 +155,30 @@ class TrainingPlan(L.LightningModule):
         """One optimizer step per batch of the group ``(batches, first, total)``."""
         batches, first, total = group
         for j, batch in enumerate(batches):
-            self.train_batch(batch, first + j, total)
+            self.train_batch(batch, first + j, total, last=j == len(batches) - 1)
 
-    def train_batch(self, batch: tuple[Tensor, ...], index: int, total: int) -> None:
-        """Compute the loss of one batch and step the optimizer on it."""
+    def train_batch(self, batch: tuple[Tensor, ...], index: int, total: int,
+                    last: bool = True) -> None:
+        """Compute the loss of one batch and step the optimizer on it. The
+        last batch of a group steps through Lightning (its backward and
+        optimizer hooks, its step count); the others step the wrapped torch
+        optimizer directly, the same update without Lightning's per-step
+        work (one batch per group under data parallelism, where Lightning's
+        backward synchronizes the gradients)."""
         if not self._checked:
             self.check_first(batch, lambda: self.loss(batch, index, total))
         with pyro.validation_enabled(False):
             loss = self.loss(batch, index, total)
         loss = self.checked(loss, batch, index, **{self.train_metric: loss})
         optimizer = self.optimizers()
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        optimizer.step()
+        if last:
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+        else:
+            optimizer.optimizer.zero_grad()
+            loss.backward()
+            optimizer.optimizer.step()
 
     def checked(self, loss: Tensor, batch: tuple[Tensor, ...], index: int,
                 **metrics: Tensor) -> Tensor:
@@ -316,7 +327,7 @@ class ELBOPlan(TrainingPlan):
     def loss(self, batch: tuple[Tensor, ...], index: int, total: int) -> Tensor:
         kwargs = {"beta": self.kl_weight(index, total)} if self.kl_warmup_epochs > 0 else {}
         twin = self.twin if self._checked else None  # the check runs through Pyro
-        return self.pair_loss(self.objective, twin, batch, kwargs) / self.num_points(batch)
+        return self.pair_loss(self.objective, twin, batch, kwargs) / len(batch[0])
 
     def validate(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
         kwargs = {"beta": 1.0} if self.takes_beta else {}
@@ -501,7 +512,8 @@ class AdversarialPlan(TrainingPlan):
                              "an nn.Module")
         self.discriminator_lr = discriminator_lr or lr
 
-    def train_batch(self, batch: tuple[Tensor, ...], index: int, total: int) -> None:
+    def train_batch(self, batch: tuple[Tensor, ...], index: int, total: int,
+                    last: bool = True) -> None:
         generator_opt, discriminator_opt = self.optimizers()
         model = self.model
         if not self._checked:
