@@ -68,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "accelerator": "cpu",
     "devices": 1,
     "num_nodes": 1,
+    "accel": True,
 }
 MODEL_NAMES = ("vae", "cvae")
 CONDITION_NAMES = ("label", "quadrants")
@@ -289,7 +290,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         kl_warmup_epochs=config["kl_warmup"], patience=config["patience"], seed=config["seed"],
         out_dir=run_dir, resume=bool(args.resume), progress=not args.no_progress,
         accelerator=config["accelerator"], devices=config["devices"],
-        num_nodes=config["num_nodes"],
+        num_nodes=config["num_nodes"], accel=config["accel"],
     )
     if history.rank != 0:
         return 0
@@ -347,7 +348,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = log_likelihood(model.model, model.guide, *data_args, num_samples=args.num_samples,
                             seed=args.seed, progress=not args.no_progress,
-                            distributed=fabric is not None)
+                            distributed=fabric is not None, accel=args.accel)
     seconds = time.perf_counter() - start
     if fabric is not None and not fabric.is_global_zero:
         return 0
@@ -519,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "with DDP, --batch-size being the global batch (1)")
     g.add_argument("--num-nodes", type=int,
                    help="machines, each running --devices processes (see README) (1)")
+    g.add_argument("--no-accel", dest="accel", action="store_const", const=False,
+                   help="train through Pyro's traces instead of the model's pure-torch twin "
+                        "(the same loss and gradients, slower)")
     g = train.add_argument_group("run")
     g.add_argument("--config", help="JSON, YAML or TOML file of options (keys as flags)")
     g.add_argument("--out", help="run directory (default: a new folder under runs/)")
@@ -541,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-points", type=int, default=None, help="evaluate the first N only")
     ev.add_argument("--seed", type=int, default=0, help="random seed of the draws")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument("--no-accel", dest="accel", action="store_false",
+                    help="score through Pyro's traces instead of the model's pure-torch twin "
+                         "(the same draws and estimate, slower)")
     ev.add_argument("--accelerator", default="cpu", help="Lightning accelerator: cpu, gpu, auto")
     ev.add_argument("--devices", type=int, default=1,
                     help="devices (processes) per machine sharing the data points; the result "

@@ -21,6 +21,7 @@ ppvae needs it for correctness.
 
 from ppvae.accel.twins import (
     LatentParts,
+    LogWeights,
     analytic_elbo_loss,
     elbo_loss,
     iwae_loss,
@@ -28,5 +29,5 @@ from ppvae.accel.twins import (
     twin_parts,
 )
 
-__all__ = ["LatentParts", "analytic_elbo_loss", "elbo_loss", "iwae_loss", "log_weights",
+__all__ = ["LatentParts", "LogWeights", "analytic_elbo_loss", "elbo_loss", "iwae_loss", "log_weights",
            "twin_parts"]

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pyro
@@ -141,7 +142,9 @@ class WeightAccumulator:
         self.lse = torch.full((num_data,), -math.inf, dtype=torch.float64)
         self.lse2 = self.lse.clone()
         self.total = torch.zeros(num_data, dtype=torch.float64)
-        self.top = torch.empty(num_data, 0, dtype=torch.float64)
+        self.keep = kept_size(num_samples)
+        self._tail = [torch.empty(num_data, 0, dtype=torch.float64)]  # holds the largest
+        self._width = 0
         self.seen = 0
         self.checkpoints = [10**j for j in range(int(math.log10(num_samples)) + 1)
                             if 10**j < num_samples]
@@ -159,11 +162,23 @@ class WeightAccumulator:
         self.lse = torch.logaddexp(self.lse, torch.logsumexp(log_w, 0))
         self.lse2 = torch.logaddexp(self.lse2, torch.logsumexp(2 * log_w, 0))
         self.total += log_w.sum(0)
-        merged = torch.cat([self.top, log_w.T], dim=1)
-        self.top = merged.topk(min(kept_size(self.num_samples), merged.shape[1]), dim=1).values
+        self._tail.append(log_w.T)
+        self._width += log_w.shape[0]
+        if self._width > 4 * self.keep:  # merge now and then, not at every chunk
+            self.top  # noqa: B018 (the property merges)
         self.seen += log_w.shape[0]
         if self.seen in self.checkpoints:
             self.partial[self.seen] = self.lse - math.log(self.seen)
+
+    @property
+    def top(self) -> Tensor:
+        """The largest log weights seen so far (at most :func:`kept_size`
+        of K per data point), shape (data points, kept)."""
+        if len(self._tail) > 1:
+            merged = torch.cat(self._tail, dim=1)
+            self._tail = [merged.topk(min(self.keep, merged.shape[1]), dim=1).values]
+            self._width = self._tail[0].shape[1]
+        return self._tail[0]
 
     def result(self) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[int, Tensor]]:
         """(log-mean-exp, mean log weight, ESS, k-hat, partial estimates) per data point."""
@@ -261,15 +276,16 @@ def log_likelihood(
     return LogLikelihood(per_datapoint, elbo, ess, khat, num_samples, partial)
 
 
-def _log_weights(model: Callable, guide: Callable, args: tuple, kwargs: dict,
-                 num_particles: int, nesting: int, data_plate: str, use_twin: bool) -> Tensor:
-    """One pass's log weights ``(num_particles, data points)``: from the
-    pair's pure-torch twin if ``use_twin`` and it has one, else through Pyro."""
+def _passes(model: Callable, guide: Callable, args: tuple, kwargs: dict, nesting: int,
+            data_plate: str, use_twin: bool) -> Callable[[int], Tensor]:
+    """A function of K giving one pass's log weights ``(K, data points)`` for
+    the data of ``args``: from the pair's pure-torch twin if ``use_twin`` and it
+    has one (:class:`ppvae.accel.LogWeights`), else through Pyro."""
     parts = accel.twin_parts(model, guide, args, kwargs) if use_twin else None
     if parts is not None:
-        return accel.log_weights(parts, num_particles)
-    return per_datapoint_log_weights(model, guide, args, kwargs, num_particles=num_particles,
-                                     plate_nesting=nesting, data_plate=data_plate)
+        return accel.LogWeights(parts)
+    return partial(per_datapoint_log_weights, model, guide, args, kwargs,
+                   plate_nesting=nesting, data_plate=data_plate)
 
 
 def _estimate(model: Callable, guide: Callable, args: tuple, kwargs: dict, num_samples: int,
@@ -299,9 +315,9 @@ def _estimate(model: Callable, guide: Callable, args: tuple, kwargs: dict, num_s
                 chunk_args, chunk_kwargs = split_data_args(args, kwargs, n, start,
                                                            start + data_chunk)
                 acc = WeightAccumulator(min(data_chunk, n - start), num_samples)
+                weights = _passes(model, guide, chunk_args, chunk_kwargs, nesting, data_plate,
+                                  use_twin)
                 while acc.seen < num_samples:
-                    acc.add(_log_weights(model, guide, chunk_args, chunk_kwargs,
-                                         acc.next_chunk(particle_chunk), nesting, data_plate,
-                                         use_twin))
+                    acc.add(weights(num_particles=acc.next_chunk(particle_chunk)))
                 results[chunk] = acc.result()
     return results

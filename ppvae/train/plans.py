@@ -48,6 +48,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.util import is_validation_enabled
 from torch import Tensor, nn
 
 from ppvae import accel
@@ -108,6 +109,8 @@ class TrainingPlan(L.LightningModule):
         self.lr = lr
         self.seed = seed
         self.accel = accel
+        #: Pyro's checks on the first step (as set globally when the plan is made)
+        self.pyro_checks = is_validation_enabled()
         self._checked = False
         self._sums: dict[str, list[float]] = {}
 
@@ -135,12 +138,14 @@ class TrainingPlan(L.LightningModule):
 
     def check_first(self, batch: tuple[Tensor, ...], compute: Callable[[], Any]) -> None:
         """On the first step of a run: ``compute()`` (the loss through Pyro)
-        with Pyro's checks as set globally, on a copy of the random state (the
+        with Pyro's checks as they were set when the plan was made, on a copy
+        of the random state (the
         step itself is then what it would be without the check; its result
         is dropped); and a check that every Pyro parameter the pair uses is a
         parameter of the module (the optimizers see the module's alone)."""
         devices = [t.device for t in batch if isinstance(t, Tensor) and t.is_cuda][:1]
-        with torch.random.fork_rng(devices=devices), poutine.trace(param_only=True) as params:
+        with torch.random.fork_rng(devices=devices), pyro.validation_enabled(self.pyro_checks), \
+                poutine.trace(param_only=True) as params:
             compute()
         contract.check_parameters(self.model, params.trace)
         self._checked = True
@@ -152,10 +157,13 @@ class TrainingPlan(L.LightningModule):
         self._epoch_metrics: dict[str, float] | None = None
 
     def training_step(self, group: tuple[Iterable, int, int], group_idx: int) -> None:
-        """One optimizer step per batch of the group ``(batches, first, total)``."""
+        """One optimizer step per batch of the group ``(batches, first, total)``,
+        with Pyro's checks off (the run's first step is checked, with them as
+        set when the plan was made: :meth:`check_first`)."""
         batches, first, total = group
-        for j, batch in enumerate(batches):
-            self.train_batch(batch, first + j, total, last=j == len(batches) - 1)
+        with pyro.validation_enabled(False):
+            for j, batch in enumerate(batches):
+                self.train_batch(batch, first + j, total, last=j == len(batches) - 1)
 
     def train_batch(self, batch: tuple[Tensor, ...], index: int, total: int,
                     last: bool = True) -> None:
@@ -167,8 +175,7 @@ class TrainingPlan(L.LightningModule):
         backward synchronizes the gradients)."""
         if not self._checked:
             self.check_first(batch, lambda: self.loss(batch, index, total))
-        with pyro.validation_enabled(False):
-            loss = self.loss(batch, index, total)
+        loss = self.loss(batch, index, total)
         loss = self.checked(loss, batch, index, **{self.train_metric: loss})
         optimizer = self.optimizers()
         if last:
