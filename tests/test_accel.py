@@ -165,6 +165,12 @@ def test_twins_stand_in_only_for_the_pairs_they_were_written_for():
     # a subclass that rewrites model, another guide, functions, an outer handler
     branchy = BranchingVAE((1, 8, 8), latent_dim=2, hidden=(8,))
     assert accel.twin_parts(branchy.model, branchy.guide, (x,), {}) is None
+
+    class Quiet(VAE):  # any subclass opts in only by declaring accel_parts again
+        pass
+
+    quiet = Quiet((1, 8, 8), latent_dim=2, hidden=(8,))
+    assert accel.twin_parts(quiet.model, quiet.guide, (x,), {}) is None
     lg = LinearGaussian(6, 2)
     y = torch.randn(3, 6)
     assert accel.twin_parts(lg.model, lg.guide, (y,), {}) is not None

@@ -119,6 +119,20 @@ def test_evaluate_writes_loglik_json_and_figure(run_dir, capsys):
     assert (run_dir / "loglik.png").stat().st_size > 1000
     assert "log p(x) ~=" in capsys.readouterr().out
     assert main(["evaluate", str(run_dir), "--num-samples", "0"]) == 2
+    # through Pyro's traces: the same draws, the same estimate up to float rounding
+    assert main(["evaluate", str(run_dir), "--num-samples", "50", "--no-progress",
+                 "--no-accel"]) == 0
+    slow = json.loads((run_dir / "loglik.json").read_text())
+    assert slow["mean"] == pytest.approx(record["mean"], abs=1e-3)
+
+
+def test_train_through_pyro_is_recorded_and_trains_alike(run_dir, tmp_path):
+    out = tmp_path / "pyro"
+    assert main(["train", *FAST, "--no-accel", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["accel"] is False
+    fast = json.loads((run_dir / "metrics.json").read_text())["val_elbo"]
+    assert json.loads((out / "metrics.json").read_text())["val_elbo"] == pytest.approx(fast,
+                                                                                       abs=1e-3)
 
 
 def test_cli_makes_idle_openmp_threads_sleep_unless_told_otherwise():

@@ -49,6 +49,7 @@ def test_guide_set_to_posterior_has_the_best_diagonal_elbo_gap(model):
     assert elbo == pytest.approx(exact - kl, abs=0.01)
 
 
+@pytest.mark.filterwarnings("ignore:.*not registered in the param store")  # frozen on purpose
 def test_training_the_guide_closes_the_gap(model):
     with torch.no_grad():
         x = torch.randn(500, 2) @ model.weight.T + model.bias + 0.8 * torch.randn(500, 3)

@@ -110,21 +110,19 @@ def twin_parts(model: Callable, guide: Callable, args: tuple, kwargs: dict
     ``model``/``guide``, else None.
 
     A twin stands in only where all of these hold: ``model`` and ``guide``
-    are the ``model`` and ``guide`` methods of one object whose class
-    declares ``accel_parts``, neither overridden below the class that
-    declares it (a subclass that rewrites ``model`` gets the Pyro path, as
-    does any other guide, e.g. ``LinearGaussian.exact_guide``); and no Pyro
-    handler is active around the call (``poutine.scale``, ``condition``, ...
-    act on the Pyro path only)."""
+    are the ``model`` and ``guide`` methods of one object whose own class
+    declares ``accel_parts`` in its body (a subclass, which may change what
+    ``model`` computes in any way, opts in only by declaring it again: until
+    then it gets the Pyro path, as does any other guide, e.g.
+    ``LinearGaussian.exact_guide``); and no Pyro handler is active around the
+    call (``poutine.scale``, ``condition``, ... act on the Pyro path only)."""
     owner = getattr(model, "__self__", None)
     if owner is None or getattr(guide, "__self__", None) is not owner or am_i_wrapped():
         return None
     cls = type(owner)
-    declaring = next((c for c in cls.__mro__ if PARTS_METHOD in vars(c)), None)
-    if declaring is None:
-        return None
-    if (getattr(model, "__func__", None) is not getattr(declaring, "model", None)
-            or getattr(guide, "__func__", None) is not getattr(declaring, "guide", None)):
+    if (PARTS_METHOD not in vars(cls)
+            or getattr(model, "__func__", None) is not getattr(cls, "model", None)
+            or getattr(guide, "__func__", None) is not getattr(cls, "guide", None)):
         return None
     return getattr(owner, PARTS_METHOD)(*args, **kwargs)
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ppvae.infer.importance import max_plate_nesting
 from ppvae.infer.loglik import split_data_args
 from ppvae.infer.objectives import make_objective
 
@@ -43,7 +44,9 @@ def evaluate_elbo(
     ``objective`` may be
     ``"elbo"`` or ``"elbo-analytic"`` (see :mod:`ppvae.infer.objectives`).
     """
-    elbo = make_objective(objective, num_particles)
+    first_args, first_kwargs = split_data_args((x, *args), kwargs, len(x), 0, batch_size)
+    nesting = max_plate_nesting(model, guide, *first_args, **first_kwargs)
+    elbo = make_objective(objective, num_particles, max_plate_nesting=nesting)
     total = 0.0
     for start in range(0, len(x), batch_size):
         batch_args, batch_kwargs = split_data_args((x, *args), kwargs, len(x), start,

@@ -37,6 +37,9 @@ class LinearGaussian(VAE):
         sigma: the fixed observation noise standard deviation.
     """
 
+    # the VAE's model and guide on linear pieces: the VAE's twin holds (ppvae.accel)
+    accel_parts = VAE.accel_parts
+
     def __init__(self, input_dim: int, latent_dim: int = 2, sigma: float = 0.5) -> None:
         if sigma <= 0:
             raise ValueError(f"sigma must be positive, got {sigma}")

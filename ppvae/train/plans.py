@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import lightning as L
 import pyro
@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from ppvae import accel
 from ppvae.data import Dataset, LabelSplit, label_split
 from ppvae.infer import IWAE, SemiSupervisedELBO, make_objective
+from ppvae.infer.importance import max_plate_nesting
 from ppvae.train import contract
 from ppvae.train.batches import EpochBatches, MixedBatches, epoch_seed, model_batches
 
@@ -287,6 +288,7 @@ class ELBOPlan(TrainingPlan):
                  num_particles: int = 1, dreg: bool = False, kl_warmup_epochs: float = 0.0,
                  lr: float = 1e-3, seed: int = 0, accel: bool = True) -> None:
         super().__init__(model, lr=lr, seed=seed, accel=accel)
+        self.named = objective if isinstance(objective, str) else None
         if isinstance(objective, str):
             self.objective = make_objective(objective, num_particles, dreg=dreg)
         elif num_particles != 1 or dreg:
@@ -311,6 +313,17 @@ class ELBOPlan(TrainingPlan):
         self.twin = twin_objective(self.objective) if accel else None
         self.validation_elbo = Trace_ELBO()
         self.validation_twin = twin_objective(self.validation_elbo) if accel else None
+
+    def check_first(self, batch: tuple[Tensor, ...], compute: Callable[[], Any]) -> None:
+        """:meth:`TrainingPlan.check_first`, after giving a named objective with
+        vectorized particles the pair's plate nesting (which Pyro would
+        otherwise guess, and announce, on its first call)."""
+        if self.named is not None and getattr(self.objective, "vectorize_particles", False):
+            kwargs = {"beta": 1.0} if self.takes_beta else {}
+            nesting = max_plate_nesting(self.model.model, self.model.guide, *batch, **kwargs)
+            self.objective = make_objective(self.named, self.objective.num_particles,
+                                            max_plate_nesting=nesting)
+        super().check_first(batch, compute)
 
     def kl_weight(self, index: int = 0, total: int = 1) -> float:
         """beta times the warm-up factor min(1, fractional epoch / warm-up
