@@ -1,13 +1,15 @@
 import csv
 import math
 
+import pyro
 import pytest
 import torch
 
 import ppvae
 from ppvae.data import load_dataset
 from ppvae.models import VAE
-from ppvae.train import ELBOPlan, TrainingDiverged
+from ppvae.infer import evaluate_elbo
+from ppvae.train import ELBOPlan, TrainingDiverged, evaluate
 from ppvae.train.batches import EpochBatches, Groups, MixedBatches
 
 
@@ -132,6 +134,40 @@ def test_nan_in_data_is_refused():
     x[3, 7] = float("nan")
     with pytest.raises(ValueError, match="training data contains 1 NaN"):
         ppvae.fit(small_vae(), x, epochs=1, progress=False)
+
+
+def test_resume_from_a_named_checkpoint_and_after_a_damaged_last_one(digits, tmp_path):
+    torch.manual_seed(0)
+    ppvae.fit(small_vae(), digits, epochs=2, seed=1, progress=False, out_dir=tmp_path)
+    torch.manual_seed(0)
+    straight = ppvae.fit(small_vae(), digits, epochs=3, seed=1, progress=False,
+                         restore_best=False)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:500])
+    with pytest.warns(UserWarning, match="last.ckpt cannot be read.*resuming from epoch001.ckpt"):
+        resumed = ppvae.fit(small_vae(), digits, epochs=3, seed=1, progress=False,
+                            out_dir=tmp_path, resume=True, restore_best=False)
+    assert resumed.val_elbo == pytest.approx(straight.val_elbo, abs=1e-6)
+    named = ppvae.fit(small_vae(), digits, epochs=3, seed=1, progress=False, restore_best=False,
+                      out_dir=tmp_path / "named", resume=tmp_path / "checkpoints" / "epoch001.ckpt")
+    assert named.val_elbo[-1] == pytest.approx(straight.val_elbo[-1], abs=1e-6)
+    with pytest.raises(ValueError, match="bad.ckpt cannot be read"):
+        (tmp_path / "bad.ckpt").write_bytes(b"junk")
+        ppvae.fit(small_vae(), digits, epochs=3, progress=False, resume=tmp_path / "bad.ckpt")
+
+
+def test_evaluate_scores_a_split_with_the_plan(digits):
+    vae = small_vae()
+    ppvae.fit(vae, digits, epochs=2, progress=False)
+    pyro.set_rng_seed(0)
+    tested = evaluate(vae, digits, "test")
+    pyro.set_rng_seed(0)
+    assert evaluate(vae, digits, "test", batch_size=100) == pytest.approx(tested, abs=1e-4)
+    assert list(tested) == ["test_elbo"]
+    exact = evaluate_elbo(vae.model, vae.guide, vae.prepare(digits.test.x), num_particles=50)
+    assert tested["test_elbo"] == pytest.approx(exact, abs=0.5)  # one draw per image
+    ten = evaluate(vae, digits, "test", draws=10)["test_elbo"]
+    assert ten == pytest.approx(exact, abs=0.2) and ten != tested["test_elbo"]
 
 
 def test_resume_needs_out_dir(digits):

@@ -233,7 +233,7 @@ def log_likelihood(
             global random state is left as it was. None draws the seed from
             the global random state (which advances), so that repeated calls
             give independent estimates.
-        progress: show a progress bar over data chunks.
+        progress: show a progress bar over data chunks (on a terminal only).
         distributed: share the data chunks among the processes of the default
             ``torch.distributed`` process group (e.g. set up by Lightning
             Fabric or torchrun), every one of which must call this with the
@@ -307,7 +307,8 @@ def _estimate(model: Callable, guide: Callable, args: tuple, kwargs: dict, num_s
         if progress and rank == 0:
             from tqdm.auto import tqdm
 
-            chunks = tqdm(chunks, desc=f"log p(x), K={num_samples}", unit="chunk")
+            chunks = tqdm(chunks, desc=f"log p(x), K={num_samples}", unit="chunk",
+                          disable=None)  # None: no bar without a terminal
         with pyro.validation_enabled(False):
             for chunk in chunks:
                 torch.manual_seed(hash((seed, chunk)) & (2**63 - 1))

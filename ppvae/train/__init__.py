@@ -1,7 +1,7 @@
 """Training: :func:`fit` runs a model's training plan (:mod:`ppvae.train.plans`)
 on Lightning; :mod:`ppvae.train.contract` says what it asks of a model."""
 
-from ppvae.train.fit import fit
+from ppvae.train.fit import evaluate, fit
 from ppvae.train.history import History
 from ppvae.train.plans import (
     PLANS,
@@ -15,4 +15,5 @@ from ppvae.train.plans import (
 )
 
 __all__ = ["PLANS", "AdversarialPlan", "ELBOPlan", "History", "ReconstructionPlan",
-           "SemiSupervisedPlan", "TrainingDiverged", "TrainingPlan", "fit", "make_plan"]
+           "SemiSupervisedPlan", "TrainingDiverged", "TrainingPlan", "evaluate", "fit",
+           "make_plan"]

@@ -3,6 +3,8 @@ network trained by cross-entropy on the labelled points alone, with Lightning.""
 
 from __future__ import annotations
 
+import sys
+
 import lightning as L
 import torch
 from torch import Tensor, nn
@@ -41,12 +43,13 @@ def fit_classifier(net: nn.Module, data: Dataset, labels: LabelSplit, *, epochs:
                    batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
                    progress: bool = False) -> nn.Module:
     """Train ``net`` on ``labels.labelled`` (dynamically binarized if the data
-    set is), validating accuracy on ``data.val``; returns the trained ``net``."""
+    set is), validating accuracy on ``data.val``; returns the trained ``net``.
+    ``progress`` shows a bar on a terminal (none without one)."""
     L.seed_everything(seed, verbose=False)
     module = ClassifierModule(net, lr)
     with _quiet_lightning():
         trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False,
-                            enable_checkpointing=False, enable_progress_bar=progress,
+                            enable_checkpointing=False, enable_progress_bar=progress and sys.stderr.isatty(),
                             enable_model_summary=False, num_sanity_val_steps=0)
         train = EpochBatches(labels.labelled.x, labels.labelled.y, batch_size=batch_size,
                              shuffle=True, dynamic_binarization=data.binarize == "dynamic",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -12,11 +14,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 
-from ppvae.train.batches import Groups, TrainData
+from ppvae.train.batches import Groups, TrainData, single_process
 from ppvae.train.distributed import AtomicCheckpointIO, ddp_strategy
 from ppvae.train.history import History, HistoryCallback
 from ppvae.train.plans import TrainingDiverged, TrainingPlan, make_plan
@@ -52,14 +55,14 @@ def fit(
     data: TrainData,
     *,
     plan: str | type[TrainingPlan] | None = None,
-    epochs: int = 50,
+    epochs: int = 400,
     max_minutes: float | None = None,
     batch_size: int = 128,
     lr: float = 1e-3,
-    patience: int | None = None,
+    patience: int | None = 30,
     seed: int = 0,
     out_dir: str | os.PathLike | None = None,
-    resume: bool = False,
+    resume: bool | str | os.PathLike = False,
     restore_best: bool = True,
     progress: bool = True,
     accelerator: str = "cpu",
@@ -97,16 +100,21 @@ def fit(
             Monte Carlo draws) on any number of processes.
         lr: Adam learning rate.
         patience: stop after this many epochs without a better monitored
-            validation metric (None: no early stopping).
+            validation metric (None: no early stopping; there is none without
+            validation data either).
         seed: seeds initialization-independent randomness: batch order,
             binarization and the sampling of latents.
         out_dir: where to write checkpoints (``checkpoints/``, one per epoch
             plus ``last.ckpt``) and CSV/TensorBoard logs (``logs/``); None keeps
             everything in memory.
-        resume: continue from ``out_dir/checkpoints/last.ckpt`` if it exists.
+        resume: True continues from the newest intact checkpoint in
+            ``out_dir/checkpoints`` (``last.ckpt``, or, if that cannot be read,
+            the latest ``epochNNN.ckpt`` that can, with a warning); a path
+            continues from that checkpoint.
         restore_best: end with the weights of the epoch with the best
             monitored validation metric.
-        progress: show a progress bar.
+        progress: show progress: a bar on a terminal, else one line per
+            epoch on standard error.
         accelerator, devices: passed to :class:`lightning.Trainer`.
         num_nodes: machines; with ``devices * num_nodes > 1`` training is
             data-parallel (Lightning's DDP; see :mod:`ppvae.train.distributed`
@@ -131,8 +139,17 @@ def fit(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
-    if resume and out_dir is None:
+    if resume is True and out_dir is None:
         raise ValueError("resume=True needs the out_dir of the run to resume")
+    checkpoint = None
+    if resume:
+        if resume is True:
+            checkpoint, skipped = latest_checkpoint(Path(out_dir) / "checkpoints")
+            if skipped:
+                warnings.warn(f"{'; '.join(skipped)}: resuming from {checkpoint.name} instead",
+                              stacklevel=2)
+        else:
+            checkpoint = intact_checkpoint(Path(resume))
     module = make_plan(model, plan, lr=lr, seed=seed, accel=accel, **plan_options)
     trainer: L.Trainer | None = None
     train_batches, val_batches = module.batches(
@@ -142,6 +159,9 @@ def fit(
     history_cb = HistoryCallback(module.monitor)
     use_early = patience is not None and val_batches is not None and module.monitor is not None
     callbacks: list[L.Callback] = [history_cb]
+    bar = progress and sys.stderr.isatty()
+    if progress and not bar:
+        callbacks.append(EpochLines())
     if use_early:
         early = EarlyStopping(monitor=module.monitor[0], mode=module.monitor[1],
                               patience=patience)
@@ -156,16 +176,15 @@ def fit(
             accelerator=accelerator, devices=devices, num_nodes=num_nodes,
             strategy=ddp_strategy() if parallel else "auto", plugins=[AtomicCheckpointIO()],
             callbacks=callbacks, logger=loggers or False,
-            enable_checkpointing=out_dir is not None, enable_progress_bar=progress,
+            enable_checkpointing=out_dir is not None, enable_progress_bar=bar,
             enable_model_summary=False, num_sanity_val_steps=0,
             default_root_dir=out_dir, log_every_n_steps=50,
         )
-        last = out_dir / "checkpoints" / "last.ckpt" if resume else None
         start = time.perf_counter()
         # DDP synchronizes gradients once per Lightning step: one batch each there
         groups = Groups(train_batches, lambda: BATCHES_PER_STEP if trainer.world_size == 1 else 1)
         trainer.fit(module, train_dataloaders=groups, val_dataloaders=val_batches,
-                    ckpt_path=str(last) if last is not None and last.exists() else None)
+                    ckpt_path=None if checkpoint is None else str(checkpoint))
     history = history_cb.history
     history.seconds += time.perf_counter() - start
     history.stopped_early = use_early and early.stopped_epoch > 0
@@ -174,6 +193,79 @@ def fit(
     if restore_best and history_cb.best_state is not None:
         model.load_state_dict(history_cb.best_state)
     return history
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Any, split: str = "test", *,
+             plan: str | type[TrainingPlan] | None = None, batch_size: int = 1024,
+             draws: int = 1, **plan_options: Any) -> dict[str, float]:
+    """The validation metrics of ``model``'s training plan on a split of a
+    :class:`ppvae.data.Dataset`, averaged over its data points and over
+    ``draws`` passes (for Monte Carlo metrics, ``draws`` draws per point), named
+    ``<split>_*`` (e.g. ``test_elbo``); ``plan_options`` as for :func:`fit`."""
+    module = make_plan(model, plan, **plan_options)
+    points = getattr(data, split)
+    _, batches = module.batches(dataclasses.replace(data, val=points), batch_size=batch_size,
+                                val_batch_size=batch_size, seed=0, epoch=lambda: 0,
+                                shard=single_process)
+    totals: dict[str, float] = {}
+    for _ in range(draws):
+        for batch in batches:
+            for k, v in module.validate(batch).items():
+                totals[k] = totals.get(k, 0.0) + float(v) * module.num_points(batch)
+    return {f"{split}_{k.removeprefix('val_')}": v / (draws * len(points))
+            for k, v in totals.items()}
+
+
+def intact_checkpoint(path: Path) -> Path:
+    """``path`` if it holds a readable Lightning checkpoint; ``ValueError``
+    saying what is wrong otherwise."""
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or foreign file: whatever torch raises
+        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: "
+                         f"{str(e).split('. ')[0].splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(state, dict) or "state_dict" not in state or "epoch" not in state:
+        raise ValueError(f"{path} is not a Lightning checkpoint of a ppvae run")
+    return path
+
+
+def latest_checkpoint(directory: Path) -> tuple[Path, list[str]]:
+    """The newest intact checkpoint of a run (``last.ckpt``, or the latest
+    ``epochNNN.ckpt`` that can be read) and what is wrong with the newer ones
+    skipped. ``ValueError`` if there is none."""
+    candidates = [directory / "last.ckpt", *sorted(directory.glob("epoch*.ckpt"), reverse=True)]
+    unreadable = []
+    for path in candidates:
+        if path.is_file():
+            try:
+                return intact_checkpoint(path), unreadable
+            except ValueError as e:
+                unreadable.append(str(e))
+    if unreadable:
+        raise ValueError(f"no intact checkpoint in {directory}: {'; '.join(unreadable)}")
+    raise ValueError(f"{directory} holds no checkpoint to resume from (the run stopped before "
+                     "its first epoch ended)")
+
+
+class EpochLines(L.Callback):
+    """Progress without a terminal: one line per epoch on standard error, with
+    the epoch's training and validation metrics and its time."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank != 0:
+            return
+        metrics = {**pl_module.epoch_train_metrics(),
+                   **{k: float(v) for k, v in trainer.callback_metrics.items()
+                      if k.startswith("val_")}}
+        values = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {values} "
+              f"({time.perf_counter() - self._start:.1f} s)", file=sys.stderr, flush=True)
 
 
 def _writers(out_dir: Path, callbacks: list[L.Callback]) -> list:
@@ -188,4 +280,4 @@ def _writers(out_dir: Path, callbacks: list[L.Callback]) -> list:
             TensorBoardLogger(out_dir, name="logs", version=version, default_hp_metric=False)]
 
 
-__all__ = ["History", "TrainingDiverged", "fit"]
+__all__ = ["History", "TrainingDiverged", "evaluate", "fit"]
