@@ -29,6 +29,7 @@ from sklearn.decomposition import PCA
 from torch import Tensor
 
 if TYPE_CHECKING:
+    from ppvae.models import FigureSpec
     from ppvae.train.history import History
 
 ArrayLike = Tensor | np.ndarray | Sequence
@@ -451,36 +452,37 @@ def plot_log_likelihood(
     return _finish(fig, path)
 
 
-def plot_ssl_errors(
+def plot_sweep(
     summary: Sequence[Mapping],
+    x: str,
     *,
+    group: str = "method",
+    scale: float = 1.0,
+    xlabel: str | None = None,
+    ylabel: str = "",
+    log_x: bool = False,
     path: PathLike = None,
-    title: str | None = "Semi-supervised classification",
+    title: str | None = None,
 ) -> Figure:
-    """Test error (%) against the number of labelled training points (log
-    axis), one line per method, with error bars of ± one standard deviation
-    over seeds.
-
-    ``summary`` holds one row per method and label count with ``method``,
-    ``labels``, ``mean_error`` and ``std_error`` (fractions; ``std_error`` None
-    for a single seed, drawn as 0), as
-    :func:`ppvae.experiments.ssl.summarize` returns.
-    """
+    """One line per ``group`` value of ``scale * mean`` against the field
+    ``x``, with error bars of ± ``spread`` (0 where None): the rows of
+    :func:`ppvae.experiments.sweep.summarize`."""
     if not summary:
         raise ValueError("summary is empty: nothing to plot")
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.add_subplot()
-    for method in dict.fromkeys(row["method"] for row in summary):
-        rows = sorted((r for r in summary if r["method"] == method), key=lambda r: r["labels"])
-        ax.errorbar([r["labels"] for r in rows], [100 * r["mean_error"] for r in rows],
-                    yerr=[100 * (r["std_error"] or 0.0) for r in rows],
-                    marker="o", capsize=3, label=method)
-    counts = sorted({int(row["labels"]) for row in summary})
-    ax.set_xscale("log")
-    ax.set_xticks(counts, [str(n) for n in counts])
+    for name in dict.fromkeys(row[group] for row in summary):
+        rows = sorted((r for r in summary if r[group] == name), key=lambda r: r[x])
+        ax.errorbar([r[x] for r in rows], [scale * r["mean"] for r in rows],
+                    yerr=[scale * (r["spread"] or 0.0) for r in rows],
+                    marker="o", capsize=3, label=str(name))
+    values = sorted({row[x] for row in summary})
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xticks(values, [str(v) for v in values])
     ax.set_xticks([], minor=True)
-    ax.set_xlabel("labelled training points")
-    ax.set_ylabel("test error (%, mean ± std over seeds)")
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
     if title:
@@ -647,3 +649,15 @@ def plot_inference_gaps(
     if title:
         ax.set_title(title)
     return _finish(fig, path)
+
+
+#: the plots a model's :meth:`~ppvae.models.LatentVariableModel.figures` may name
+MODEL_FIGURES = ("image_grid", "image_rows", "plot_latent_manifold", "plot_latent_map",
+                 "plot_reconstructions")
+
+
+def draw(spec: FigureSpec, path: PathLike = None) -> Figure:
+    """Draw a figure a model offers (a :class:`ppvae.models.FigureSpec`)."""
+    if spec.plot not in MODEL_FIGURES:
+        raise ValueError(f"unknown model figure {spec.plot!r}; choose one of {MODEL_FIGURES}")
+    return globals()[spec.plot](**spec.arguments(), path=path)

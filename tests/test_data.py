@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from ppvae.data import (DATASETS, DataError, Dataset, MissingDataError, Split, binarize,
-                        label_split, load_dataset)
+from ppvae.data import (DATASETS, DataError, DataOptions, Dataset, MissingDataError, Split,
+                        binarize, label_split, load_dataset)
 
 IDX_STEMS = (
     "train-images-idx3-ubyte",
@@ -213,6 +213,23 @@ def test_bad_binarize_value(mode):
 def test_binarized_mnist_refuses_binarization(mode):
     with pytest.raises(DataError, match="already binary"):
         load_dataset("binarized-mnist", binarize=mode)
+
+
+@pytest.mark.parametrize("options, likelihood, mode", [
+    (DataOptions(), "bernoulli", "dynamic"),  # auto: binary data for a Bernoulli likelihood
+    (DataOptions(), "gaussian", None),
+    (DataOptions(), None, None),
+    (DataOptions(binarize="static"), "gaussian", "static"),
+    (DataOptions(binarize="none"), "bernoulli", None),
+])
+def test_data_options_binarize_for_the_likelihood(options, likelihood, mode):
+    data = options.load(seed=3, likelihood=likelihood)
+    assert data.binarize == mode
+    assert torch.equal(data.val.x, load_dataset("digits", seed=3, binarize=mode).val.x)
+
+
+def test_data_options_leave_binarized_mnist_as_it_is(real_root):
+    assert DataOptions("binarized-mnist").load(likelihood="bernoulli").binarize == "static"
 
 
 @pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.1, 0.0001, "0.1"])

@@ -9,6 +9,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ppvae import plots
+from ppvae.data import load_dataset
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -234,3 +235,16 @@ def test_plot_log_likelihood(tmp_path):
     plot_log_likelihood({1: (-30.0, 0.0)}, np.full(3, np.nan))
     with pytest.raises(ValueError, match="empty"):
         plot_log_likelihood({}, [])
+
+
+def test_draw_a_figure_a_model_offers(tmp_path):
+    from ppvae.models import VAE, FigureSpec
+
+    vae = VAE((1, 8, 8), latent_dim=2, hidden=(16,))
+    data = load_dataset("digits", binarize="dynamic")
+    figures = vae.figures(data, num=20)
+    assert list(figures) == ["reconstructions", "samples", "latent_map", "latent_manifold"]
+    fig = plots.draw(figures["latent_map"], path=tmp_path / "map.png")
+    assert isinstance(fig, Figure) and (tmp_path / "map.png").is_file()
+    with pytest.raises(ValueError, match="unknown model figure 'print'"):
+        plots.draw(FigureSpec("print", dict))

@@ -37,13 +37,14 @@ Example::
     data.train.x.shape  # (54000, 784), grey; val and test are fixed binary sets
 """
 
-from .datasets import DATASETS, Dataset, Split, binarize, load_dataset
+from .datasets import DATASETS, DataOptions, Dataset, Split, binarize, load_dataset
 from .errors import DataError, MissingDataError
 from .quadrants import HIDDEN, QUADRANT_COUNTS, hidden_pixels, mask_quadrants, quadrant_mask
 from .splits import LabelSplit, label_split
 
 __all__ = [
     "DATASETS",
+    "DataOptions",
     "HIDDEN",
     "QUADRANT_COUNTS",
     "DataError",

@@ -14,6 +14,7 @@ import numbers
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 from functools import partial
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 from .errors import DataError, MissingDataError
 from .formats import gunzip, parse_idx, read_amat, read_bytes, read_packed_npz
 
-__all__ = ["DATASETS", "Dataset", "Split", "binarize", "load_dataset"]
+__all__ = ["DATASETS", "DataOptions", "Dataset", "Split", "binarize", "load_dataset"]
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "binarized-mnist")
 
@@ -498,3 +499,33 @@ _SOURCES: dict[str, _Source] = {
     ),
     "binarized-mnist": _Source((1, 28, 28), (), 1, _load_binarized_mnist, binary=True),
 }
+
+
+@dataclass
+class DataOptions:
+    """Which data set, loaded how (the data options of a ``ppvae train`` run).
+
+    Attributes:
+        dataset: digits, mnist, fashion-mnist or binarized-mnist.
+        data_root: the directory of the data files (default: $PPVAE_DATA).
+        val_fraction: fraction of the training images held out for validation.
+        binarize: auto (dynamic for a model whose likelihood option is bernoulli,
+            else none), none, static or dynamic.
+    """
+
+    dataset: str = "digits"
+    data_root: str | None = None
+    val_fraction: float = 0.1
+    binarize: Literal["auto", "none", "static", "dynamic"] = "auto"
+
+    def load(self, seed: int = 0, likelihood: str | None = None) -> Dataset:
+        """:func:`load_dataset` with these options; ``binarize="auto"`` is
+        ``"dynamic"`` for ``likelihood="bernoulli"`` (except on binarized-mnist,
+        binary already), else none."""
+        binarize = self.binarize
+        if binarize == "auto":
+            binary = _SOURCES[_canonical_name(self.dataset)].binary
+            binarize = "dynamic" if likelihood == "bernoulli" and not binary else "none"
+        return load_dataset(self.dataset, self.data_root, seed=seed,
+                            val_fraction=self.val_fraction,
+                            binarize=None if binarize == "none" else binarize)

@@ -1,15 +1,14 @@
-"""ppvae's models, each a :class:`torch.nn.Module` with Pyro ``model`` and ``guide`` methods."""
+"""ppvae's models, each a :class:`torch.nn.Module` with Pyro ``model`` and
+``guide`` methods, registered by name in :data:`REGISTRY`."""
 
-from ppvae.models.base import LatentVariableModel
-from ppvae.models.cvae import CVAE, CompletionBaseline
-from ppvae.models.linear_gaussian import LinearGaussian
-from ppvae.models.ssvae import SSVAE
-from ppvae.models.vae import VAE
+# in the order `ppvae models` lists them
+from ppvae.models.base import FigureSpec, LatentVariableModel
+from ppvae.models.registry import REGISTRY, ModelEntry, register
+from ppvae.models.vae import VAE  # isort: skip
+from ppvae.models.linear_gaussian import LinearGaussian  # isort: skip
+from ppvae.models.cvae import CVAE, CompletionBaseline  # isort: skip
+from ppvae.models.ssvae import SSVAE  # isort: skip
+from ppvae.models.m1m2 import M1Codes  # isort: skip
 
-MODELS: dict[str, type[LatentVariableModel]] = {
-    "VAE": VAE, "LinearGaussian": LinearGaussian, "SSVAE": SSVAE, "CVAE": CVAE,
-    "CompletionBaseline": CompletionBaseline,
-}
-
-__all__ = ["CVAE", "MODELS", "SSVAE", "VAE", "CompletionBaseline", "LatentVariableModel",
-           "LinearGaussian"]
+__all__ = ["CVAE", "REGISTRY", "SSVAE", "VAE", "CompletionBaseline", "FigureSpec",
+           "LatentVariableModel", "LinearGaussian", "M1Codes", "ModelEntry", "register"]

@@ -17,8 +17,8 @@ a ppvae model declares beyond it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import pyro
@@ -43,6 +43,15 @@ def check_latent_settings(latent_dim: int, beta: float) -> None:
         raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
     if beta <= 0:
         raise ValueError(f"beta must be positive, got {beta}")
+
+
+class FigureSpec(NamedTuple):
+    """A figure a model offers: the name of the :mod:`ppvae.plots` function
+    that draws it, and a function making that function's arguments (called
+    only when the figure is drawn)."""
+
+    plot: str
+    arguments: Callable[[], dict[str, Any]]
 
 
 class LatentVariableModel(nn.Module):
@@ -117,6 +126,11 @@ class LatentVariableModel(nn.Module):
         self.likelihood.check(x, support=support, name=name)
         return x
 
+    def model_args(self, split: Any, max_points: int | None = None) -> tuple[Tensor, ...]:
+        """The arguments of ``model``/``guide`` for (the first ``max_points``
+        points of) a data split: ``(x,)``."""
+        return (self.prepare(split.x[:max_points], name="the data"),)
+
     def log_likelihood(self, x: Tensor | np.ndarray, *, num_samples: int = 1000, **kwargs: Any):
         """Importance-weighted estimates of log p(x_i) per data point, with
         standard error, ELBO, ESS and PSIS k-hat: :func:`ppvae.infer.log_likelihood`
@@ -125,3 +139,32 @@ class LatentVariableModel(nn.Module):
 
         return log_likelihood(self.model, self.guide, self.prepare(x), num_samples=num_samples,
                               **kwargs)
+
+    @torch.no_grad()
+    def figures(self, data: Any, num: int | None = None) -> dict[str, FigureSpec]:
+        """The figures this model offers for a data set (``ppvae train`` draws
+        them all; ``ppvae sample``, ``reconstruct`` and ``latent-map`` one
+        each), by name: for images, ``reconstructions`` and ``samples``; a
+        ``latent_map`` of the test codes; for a 2-d latent, the decoded
+        ``latent_manifold``. ``num``: images (or mapped points) in each."""
+        x, y, shape = data.test.x, data.test.y, data.image_shape
+        images = len(shape) == 3 and tuple(shape) == self.input_shape
+        out = {}
+        if images:
+            def reconstructions() -> dict[str, Any]:
+                originals = x[: num or 16]
+                return dict(originals=originals, reconstructions=self.reconstruct(originals),
+                            image_shape=shape)
+
+            out["reconstructions"] = FigureSpec("plot_reconstructions", reconstructions)
+            out["samples"] = FigureSpec("image_grid", lambda: dict(
+                images=self.sample(num or 64), image_shape=shape,
+                title="Samples: E[x | z], z ~ p(z)"))
+        points = num or 5000
+        out["latent_map"] = FigureSpec("plot_latent_map", lambda: dict(
+            z=self.encode(x[:points]), labels=y[:points], class_names=data.class_names or None,
+            title=f"Latent means of {min(len(x), points)} test images"))
+        if images and getattr(self, "latent_dim", None) == 2:
+            out["latent_manifold"] = FigureSpec("plot_latent_manifold", lambda: dict(
+                decode=self.decode, image_shape=shape))
+        return out

@@ -51,7 +51,8 @@ from torch.nn.functional import one_hot
 
 from ppvae.accel import LatentParts
 from ppvae.data import HIDDEN, QUADRANT_COUNTS, hidden_pixels, mask_quadrants
-from ppvae.models.base import LatentVariableModel, as_shape, check_latent_settings
+from ppvae.models.base import FigureSpec, LatentVariableModel, as_shape, check_latent_settings
+from ppvae.models.registry import register
 from ppvae.nn import make_decoder, make_encoder
 from ppvae.pieces import BernoulliLikelihood, DiagonalGaussian, make_likelihood
 from ppvae.pieces.masking import observe_where
@@ -104,6 +105,11 @@ class ConditionalModel(LatentVariableModel):
                 raise ValueError("condition='label' needs the class labels y")
             return self._labels_to_one_hot(y, "y").to(x.device, x.dtype)
         return mask_quadrants(x, self.input_shape, self.quadrants)
+
+    def model_args(self, split: Any, max_points: int | None = None) -> tuple[Tensor, ...]:
+        """``(x, condition_from(x, y))`` of (the first ``max_points`` points of) a split."""
+        x = self.prepare(split.x[:max_points], name="the data")
+        return x, self.condition_from(x, split.y[:max_points].to(x.device))
 
     def condition_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """``(x, condition_from(x, y))``: what the trainer passes to model and guide."""
@@ -205,6 +211,29 @@ class ConditionalModel(LatentVariableModel):
         c = self.prepare_condition(c, len(x))
         return log_likelihood(self.model, self.guide, x, c, num_samples=num_samples, **kwargs)
 
+    def completions(self, c: Tensor, num: int = 5) -> dict[str, Tensor]:
+        """Completions of partial images ``c`` to show, by row label."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def figures(self, data: Any, num: int | None = None) -> dict[str, FigureSpec]:
+        """``samples``: rows of ``num`` (10) class-conditional samples per class
+        (``"label"``), or completions of the first ``num`` (10) partial test
+        images, beside the input and the truth (``"quadrants"``)."""
+        def rows() -> dict[str, Any]:
+            if self.condition == "label":
+                samples = self.sample(torch.arange(self.num_classes), num or 10)
+                names = data.class_names or tuple(map(str, range(self.num_classes)))
+                return dict(rows={str(names[k]): samples[:, k] for k in range(self.num_classes)},
+                            image_shape=data.image_shape,
+                            title="Class-conditional samples: E[x | z, y], z ~ p(z | y)")
+            x = self.prepare(data.test.x[: num or 10], name="test data")
+            c = self.condition_from(x)
+            return dict(rows={"input": c, "truth": x, **self.completions(c)},
+                        image_shape=data.image_shape, title="Completions; grey = hidden")
+
+        return {"samples": FigureSpec("image_rows", rows)}
+
 
 class CVAE(ConditionalModel):
     """Conditional VAE as a Pyro model/guide pair (see the module doc).
@@ -303,6 +332,11 @@ class CVAE(ConditionalModel):
         return self._fill_given(images, c)
 
     @torch.no_grad()
+    def completions(self, c: Tensor, num: int = 5) -> dict[str, Tensor]:
+        """``num`` completions E[x | z, c], z ~ p(z | c), as rows ``CVAE i``."""
+        return {f"CVAE {i + 1}": sample for i, sample in enumerate(self.sample(c, num))}
+
+    @torch.no_grad()
     def predict(self, c: Tensor | np.ndarray | int) -> Tensor:
         """The deterministic prediction of Sohn et al. (Sec. 4.1):
         E[x | z = mean of p(z | c), c], given pixels kept; ``(batch, D)``."""
@@ -377,7 +411,19 @@ class CompletionBaseline(ConditionalModel):
         self._check_pair(x, c)
 
     @torch.no_grad()
+    def completions(self, c: Tensor, num: int = 5) -> dict[str, Tensor]:
+        """The prediction E[x | c], the one completion there is."""
+        return {"baseline": self.predict(c)}
+
+    @torch.no_grad()
     def predict(self, c: Tensor | np.ndarray) -> Tensor:
         """E[x | c]: the hidden pixels' probabilities, given pixels kept; ``(batch, D)``."""
         c = self.prepare_condition(c)
         return self._fill_given(self.likelihood.mean(c), c)
+
+
+register("cvae", CVAE, summary="conditional VAE: p(x | y) or completion of hidden quadrants",
+         paper="Sohn, Lee & Yan 2015")
+register("completion-baseline", CompletionBaseline,
+         summary="deterministic network predicting hidden quadrants (the CVAE's baseline)",
+         paper="Sohn, Lee & Yan 2015")

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ppvae.models.base import LatentVariableModel
+from ppvae.models.registry import register
 from ppvae.models.vae import VAE
 from ppvae.nn import MLP
 from ppvae.pieces import DiagonalGaussian, GaussianLikelihood, StandardNormalPrior
@@ -104,3 +105,8 @@ class LinearGaussian(VAE):
         w = self.weight
         cov = w @ w.T + self.sigma**2 * torch.eye(self.input_dim, dtype=w.dtype, device=w.device)
         return dist.MultivariateNormal(self.bias, covariance_matrix=cov).log_prob(x)
+
+
+register("linear-gaussian", LinearGaussian,
+         summary="probabilistic PCA as a VAE: exact log p(x) and posterior to check against",
+         paper="Tipping & Bishop 1999")

@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.nn.functional import one_hot
 
 from ppvae.models.base import LatentVariableModel, as_shape, check_latent_settings
+from ppvae.models.registry import register
 from ppvae.nn import make_decoder, make_encoder
 from ppvae.pieces import DiagonalGaussian, StandardNormalPrior, make_likelihood
 
@@ -183,3 +184,7 @@ class SSVAE(LatentVariableModel):
         y = self._one_hot(self.prepare_labels(y, num_samples))
         z = self.prior().sample((num_samples,))
         return self.likelihood.mean(z, y) if mean else self.likelihood(z, y).sample()
+
+
+register("ssvae", SSVAE, summary="M2: semi-supervised VAE, y enumerated for unlabelled data "
+         "(train with --labels N)", paper="Kingma, Rezende, Mohamed & Welling 2014")

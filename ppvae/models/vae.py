@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ppvae.accel import LatentParts
 from ppvae.models.base import LatentVariableModel, as_shape, check_latent_settings
+from ppvae.models.registry import register
 from ppvae.nn import make_decoder, make_encoder
 from ppvae.pieces import DiagonalGaussian, StandardNormalPrior, make_likelihood
 
@@ -136,3 +137,8 @@ class VAE(LatentVariableModel):
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
         z = self.prior().sample((num_samples,))
         return self.likelihood.mean(z) if mean else self.likelihood(z).sample()
+
+
+register("vae", VAE, summary="variational autoencoder, beta-VAE (MLP or conv; Bernoulli, "
+         "Gaussian or continuous-Bernoulli pixels)",
+         paper="Kingma & Welling 2014; Rezende et al. 2014; Higgins et al. 2017")
