@@ -5,8 +5,15 @@ import subprocess
 import sys
 
 import pytest
+import pyro
+from torch import nn
 
+from ppvae import io
 from ppvae.cli import main
+from ppvae.models import REGISTRY, LatentVariableModel, register
+from ppvae.models.base import as_shape
+from ppvae.nn import make_decoder, make_encoder
+from ppvae.pieces import DiagonalGaussian, StandardNormalPrior, make_likelihood
 
 FAST = ["--epochs", "2", "--no-progress", "--latent-dim", "2", "--hidden", "32"]
 
@@ -27,8 +34,9 @@ def test_train_writes_a_complete_run_directory(run_dir, capsys):
     assert len(metrics["train_elbo"]) == len(metrics["val_elbo"]) == 2
     assert metrics["test_elbo"] < 0
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["dataset"] == "digits" and config["latent_dim"] == 2
-    assert config["binarize"] == "dynamic"
+    assert config["model"] == "vae" and config["dataset"] == "digits"
+    assert config["latent_dim"] == 2 and config["epochs"] == 2 and config["patience"] == 30
+    assert config["binarize"] == "auto" and io.run_data(config).binarize == "dynamic"
 
 
 @pytest.mark.parametrize("command, figure", [("sample", "samples.png"),
@@ -40,15 +48,40 @@ def test_figure_commands(run_dir, tmp_path, command, figure, capsys):
     assert out.stat().st_size > 1000
 
 
-def test_config_file_is_overridden_by_flags(tmp_path):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("latent-dim: 3\nepochs: 1\nbeta: 2.0\nhidden: [16]\n")
+@pytest.mark.parametrize("name, text", [
+    ("c.yaml", "latent-dim: 3\nepochs: 1\nbeta: 2.0\nhidden: [16]\n"),
+    ("c.json", '{"latent_dim": 3, "epochs": 1, "beta": 2.0, "hidden": [16]}'),
+    ("c.toml", "latent_dim = 3\nepochs = 1\nbeta = 2.0\nhidden = [16]\n"),
+])
+def test_config_file_is_overridden_by_flags(tmp_path, name, text):
+    cfg = tmp_path / name
+    cfg.write_text(text)
     out = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--beta", "0.5", "--no-progress",
                  "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     assert (config["latent_dim"], config["epochs"], config["beta"]) == (3, 1, 0.5)
+    assert config["hidden"] == [16]
     assert json.loads((out / "model" / "model.json").read_text())["config"]["beta"] == 0.5
+
+
+def test_print_config_shows_the_resolved_settings(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("latent_dim = 3\n")
+    assert main(["train", "--config", str(cfg), "--epochs", "7", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "latent_dim: 3" in out and "epochs: 7" in out and "patience: 30" in out
+    assert not list(tmp_path.glob("runs"))
+    assert main(["cvae", "--epochs", "4", "--print_config"]) == 0
+    assert "epochs: 4" in capsys.readouterr().out
+
+
+def test_one_progress_line_per_epoch_without_a_terminal(tmp_path, capsys):
+    assert main(["train", "--epochs", "3", "--latent-dim", "2", "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert [line.split(":")[0] for line in err.splitlines() if line.startswith("epoch ")] == [
+        "epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert "val_elbo" in err and "DataLoader" not in err and "it/s" not in err
 
 
 def test_resume_continues_a_run(run_dir, tmp_path):
@@ -65,9 +98,13 @@ def test_resume_continues_a_run(run_dir, tmp_path):
     "argv, message",
     [
         (["sample", "no/such/run"], "does not exist"),
-        (["reconstruct", "."], "not a finished ppvae run"),
-        (["train", "--resume", "no/such/run"], "cannot resume"),
-        (["train", "--config", "missing.yaml"], "does not exist"),
+        (["reconstruct", "."], "not a ppvae run directory"),
+        (["train", "--resume", "no/such/run"], "run directory no/such/run does not exist"),
+        (["train", "--config", "missing.yaml"], "cannot read config file missing.yaml"),
+        (["train", "--epochs", "many"], 'Parser key "epochs": Expected a <class \'int\'>'),
+        (["train", "--model", "gan"], "unknown model 'gan'"),
+        (["train", "--quadrants", "2"], "unrecognized arguments: --quadrants"),  # cvae's
+        (["models", "--all"], "takes no options"),
     ],
 )
 def test_bad_input_gives_one_line_error(argv, message, capsys):
@@ -80,7 +117,7 @@ def test_unknown_config_keys_and_grey_bernoulli(tmp_path, capsys):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"latent_size": 3}))
     assert main(["train", "--config", str(cfg)]) == 2
-    assert "unknown option(s) ['latent_size']" in capsys.readouterr().err
+    assert "Option 'latent_size' is not accepted" in capsys.readouterr().err
     assert main(["train", "--binarize", "none", *FAST, "--out", str(tmp_path / "r")]) == 2
     assert "binary data only" in capsys.readouterr().err
 
@@ -92,11 +129,10 @@ def test_missing_data_fails_before_creating_the_run(tmp_path, monkeypatch, capsy
     assert not (tmp_path / "run").exists()
 
 
-def test_unknown_dataset_is_rejected_by_the_parser(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["train", "--dataset", "cifar"])
-    assert e.value.code == 2
-    assert "invalid choice: 'cifar'" in capsys.readouterr().err
+def test_unknown_dataset_fails_before_creating_the_run(tmp_path, capsys):
+    assert main(["train", "--dataset", "cifar", "--out", str(tmp_path / "run")]) == 2
+    assert "unknown data set 'cifar'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_console_script_help():
@@ -143,3 +179,121 @@ def test_cli_makes_idle_openmp_threads_sleep_unless_told_otherwise():
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "ACTIVE"
+
+
+# ----------------------------------------------------------- run directories
+def test_out_onto_an_existing_run_is_refused_unless_told(run_dir, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    before = (copy / "model" / "model.safetensors").read_bytes()
+    assert main(["train", *FAST, "--out", str(copy)]) == 2
+    assert "holds a run already" in capsys.readouterr().err
+    assert (copy / "model" / "model.safetensors").read_bytes() == before
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "paper.tex").write_text("mine")
+    assert main(["train", *FAST, "--out", str(tmp_path / "notes"), "--overwrite"]) == 2
+    assert "not a ppvae run directory" in capsys.readouterr().err
+    assert (tmp_path / "notes" / "paper.tex").read_text() == "mine"
+    assert main(["train", "--resume", str(copy), "--overwrite"]) == 2
+    assert "choose one" in capsys.readouterr().err
+    assert main(["train", *FAST, "--latent-dim", "3", "--out", str(copy), "--overwrite"]) == 0
+    assert json.loads((copy / "config.json").read_text())["latent_dim"] == 3
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == [
+        "epoch000.ckpt", "epoch001.ckpt", "last.ckpt"]
+    assert not (copy / "loglik.json").exists()
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint(run_dir, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    last = copy / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated, as by a crash while copying
+    assert main(["train", "--resume", str(copy), "--epochs", "3", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "last.ckpt cannot be read" in err and "resuming from epoch001.ckpt instead" in err
+    metrics = json.loads((copy / "metrics.json").read_text())
+    assert metrics["val_elbo"][:2] == pytest.approx(
+        json.loads((run_dir / "metrics.json").read_text())["val_elbo"][:2])
+    assert len(metrics["val_elbo"]) == 3
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("corrupt", "no intact checkpoint in"),
+    ("missing", "holds no checkpoint to resume from"),
+])
+def test_resume_without_an_intact_checkpoint_is_a_one_line_error(run_dir, tmp_path, capsys,
+                                                                  damage, message):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    for path in (copy / "checkpoints").iterdir():
+        path.write_bytes(b"not a checkpoint") if damage == "corrupt" else path.unlink()
+    assert main(["train", "--resume", str(copy), "--epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------- the registry
+class LinearVAE(LatentVariableModel):
+    """A VAE with linear encoder and decoder, registered by a test only."""
+
+    def __init__(self, input_shape=(1, 8, 8), latent_dim: int = 2, init_std: float = 0.01):
+        super().__init__(dict(input_shape=list(as_shape(input_shape)), latent_dim=latent_dim,
+                              init_std=init_std), input_shape)
+        self.latent_dim = latent_dim
+        self.prior = StandardNormalPrior(latent_dim)
+        self.encoder = DiagonalGaussian(make_encoder("mlp", self.input_shape, 2 * latent_dim, ()),
+                                        latent_dim)
+        decoder = make_decoder("mlp", latent_dim, self.input_shape, ())
+        for p in decoder.parameters():
+            nn.init.normal_(p, std=init_std)
+        self.likelihood = make_likelihood("bernoulli", decoder, self.input_dim)
+
+    def model(self, x):
+        self.pyro_module()
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", self.prior())
+            pyro.sample("x", self.likelihood(z), obs=x)
+
+    def guide(self, x):
+        self.pyro_module()
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", self.encoder(x))
+
+    def encode(self, x):
+        return self.encoder(self.prepare(x)).mean
+
+    def figures(self, data, num=None):  # it offers a latent map only
+        return {"latent_map": super().figures(data, num)["latent_map"]}
+
+
+@pytest.fixture
+def linear_vae():
+    register("linear-vae", LinearVAE, summary="a linear VAE (test)", paper="none")
+    yield
+    del REGISTRY["linear-vae"]
+
+
+def test_a_registered_model_is_listed_trained_and_evaluated(linear_vae, tmp_path, capsys):
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out
+    assert all(f"| {name} |" in listed for name in REGISTRY)
+    assert "| linear-vae | LinearVAE | elbo | a linear VAE (test) | none |" in listed
+    run = tmp_path / "run"
+    assert main(["train", "--model", "linear-vae", "--latent-dim", "3", "--init-std", "0.1",
+                 "--epochs", "2", "--out", str(run)]) == 2  # no likelihood option: grey data
+    assert "binary data only" in capsys.readouterr().err
+    assert main(["train", "--model", "linear-vae", "--latent-dim", "3", "--init-std", "0.1",
+                 "--epochs", "2", "--binarize", "dynamic", "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["model"], config["latent_dim"], config["init_std"]) == ("linear-vae", 3, 0.1)
+    assert json.loads((run / "metrics.json").read_text())["test_elbo"] < 0
+    assert (run / "latent_map.png").is_file() and not (run / "samples.png").exists()
+    assert main(["evaluate", str(run), "-k", "20", "--max-points", "30"]) == 0
+    assert json.loads((run / "loglik.json").read_text())["num_datapoints"] == 30
+    assert main(["latent-map", str(run), "--num", "50"]) == 0
+    assert main(["sample", str(run)]) == 2
+    assert "LinearVAE offers no samples figure; it offers ['latent_map']" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 0  # the model from config.json
+    assert json.loads((run / "config.json").read_text())["init_std"] == 0.1
+    assert main(["train", "--model", "linear-vae", "--hidden", "8"]) == 2  # a VAE option
+    assert "unrecognized arguments: --hidden" in capsys.readouterr().err

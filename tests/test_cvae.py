@@ -260,12 +260,14 @@ def test_cli_cvae_benchmark_writes_results_and_resumes(tmp_path, capsys):
     for r in results["records"]:
         assert r["nll"] > 0 and r["num_datapoints"] == 40 and r["epochs"] == 2
         assert r["num_samples"] == (1 if r["method"] == "baseline" else 5)
-    assert "| cvae |" in (out / "cvae_results.md").read_text()
+    table = (out / "cvae_results.md").read_text()
+    assert "| method | 1 | 2 | 3 |" in table and "| cvae |" in table
+    assert (out / "cvae_results.png").read_bytes()[:4] == b"\x89PNG"
     for q in (1, 2, 3):
         assert (out / f"completions_q{q}.png").stat().st_size > 1000
     capsys.readouterr()
     assert main(argv) == 0  # a second run finds every cell done
-    assert capsys.readouterr().err.count("already in cvae_results.json") == 6
+    assert capsys.readouterr().err.count(": done before") == 6
     assert main([*argv[:-1], "--epochs", "3"]) == 2  # other settings: refused
     assert "other settings" in capsys.readouterr().err
 
@@ -297,13 +299,16 @@ def test_cli_train_evaluate_and_sample_a_cvae(tmp_path, condition, capsys):
                  "--hidden", "32", "--latent-dim", "2", "--no-progress", "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["condition"] == condition
-    assert config["quadrants"] == (1 if condition == "quadrants" else None)
+    saved = json.loads((run / "model" / "model.json").read_text())["config"]
+    data_set = ("input_shape", "num_classes")  # from the data set, not options
+    assert {k: config[k] for k in saved if k not in data_set} == {
+        k: v for k, v in saved.items() if k not in data_set}  # one source: the constructor
     assert (run / "samples.png").stat().st_size > 1000
     assert main(["evaluate", str(run), "-k", "10", "--max-points", "50", "--no-progress"]) == 0
     loglik = json.loads((run / "loglik.json").read_text())
     assert loglik["num_datapoints"] == 50 and loglik["mean"] < 0
     assert main(["sample", str(run), "--out", str(tmp_path / "s.png")]) == 0
     assert main(["latent-map", str(run)]) == 2
-    assert "unconditional models" in capsys.readouterr().err
+    assert "CVAE offers no latent_map figure; it offers ['samples']" in capsys.readouterr().err
     assert main(["train", "--quadrants", "2", "--epochs", "1", "--no-progress"]) == 2
-    assert "options of --model cvae" in capsys.readouterr().err
+    assert "unrecognized arguments: --quadrants" in capsys.readouterr().err

@@ -89,7 +89,8 @@ def edit_meta(path, **changes):
         ({"config": {"likelihood": "poisson"}}, "invalid config"),
         ({"format_version": 99}, "upgrade ppvae"),
         ({"format": "something-else"}, "not a ppvae model"),
-        ({"class": "Transformer"}, "unknown model class"),
+        ({"class": "Transformer"}, "unknown model 'vae' of class 'Transformer'"),
+        ({"model": "gpt", "class": "GPT"}, "unknown model 'gpt'"),
     ],
 )
 def test_mismatched_config(tmp_path, changes, message):
@@ -115,5 +116,16 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
 
 
 def test_save_rejects_non_ppvae_models(tmp_path):
-    with pytest.raises(TypeError, match="ppvae models"):
+    with pytest.raises(TypeError, match="can only save registered models"):
         ppvae.save(torch.nn.Linear(2, 2), tmp_path)
+
+
+def test_files_from_before_the_registry_load_by_class_name(tmp_path):
+    vae = VAE(latent_dim=2)
+    ppvae.save(vae, tmp_path)
+    meta = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert (meta["model"], meta["class"]) == ("vae", "VAE")
+    del meta["model"]
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
+    loaded = ppvae.load(tmp_path)
+    assert type(loaded) is VAE and loaded.config == vae.config

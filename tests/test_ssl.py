@@ -7,13 +7,13 @@ import shutil
 
 import pytest
 import torch
-from matplotlib.figure import Figure
+import yaml
 
-from ppvae import plots
-from ppvae.cli import build_parser, main
+from ppvae.cli import main
 from ppvae.data import DataError
-from ppvae.experiments import METHODS, SSLSettings, markdown_table, run_ssl, summarize
+from ppvae.experiments import METHODS, SSLSettings, run_ssl
 from ppvae.experiments import ssl
+from ppvae.models import m1m2
 
 TINY = dict(epochs=1, m1_epochs=2, supervised_epochs=1, latent_dim=2, m1_latent_dim=2,
             hidden=(16,), labelled_per_batch=10, progress=False)
@@ -63,12 +63,13 @@ def test_run_writes_records_summary_table_and_figure(finished):
     assert m1m2["m1_epochs"] == 2 and m1m2["epochs"] == 1
     assert 0 <= m1m2["test_error_sampled"] <= 1
     assert stored["summary"] == [
-        {"method": r["method"], "labels": 50, "mean_error": r["test_error"], "std_error": None,
-         "num_seeds": 1} for r in stored["records"]]
+        {"method": r["method"], "labels": 50, "mean": r["test_error"], "spread": None,
+         "count": 1} for r in stored["records"]]
     table = (out / "ssl_results.md").read_text()
-    assert "| method | labels | test error (%) | seeds |" in table
-    assert f"| m2 | 50 | {100 * stored['records'][0]['test_error']:.1f} | 1 |" in table
-    assert (out / "ssl_errors.png").read_bytes()[:4] == b"\x89PNG"
+    assert table.startswith("test error (%) on digits (mean ± std over seeds) (1 per cell)")
+    assert "| method | 50 |" in table
+    assert f"| m2 | {100 * stored['records'][0]['test_error']:.1f} |" in table
+    assert (out / "ssl_results.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "m1" / "seed0" / "model.safetensors").is_file()
 
 
@@ -83,7 +84,7 @@ def test_resume_skips_finished_cells_and_trains_m1_once_per_seed(finished, tmp_p
     assert [(r["labels"], r["seed"]) for r in results["records"][3:]] == [
         (100, 0), (50, 1), (100, 1)]
     assert read(out)["records"] == results["records"]
-    assert {(s["method"], s["labels"]): s["num_seeds"] for s in results["summary"]} == {
+    assert {(s["method"], s["labels"]): s["count"] for s in results["summary"]} == {
         ("m2", 50): 1, ("m1m2", 50): 2, ("m1m2", 100): 2, ("supervised", 50): 1}
 
 
@@ -95,13 +96,13 @@ def test_bad_label_counts_fail_before_training(tmp_path, calls, labels):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(methods=("m3",)), "unknown method"),
+    (dict(methods=("m3",)), r"methods must be among \['m2', 'm1m2', 'supervised'\], got \['m3'\]"),
     (dict(seeds=()), "seeds must not be empty"),
     (dict(epochs=0), "epochs must be at least 1"),
-    (dict(max_minutes=0), "max_minutes must be positive"),
+    (dict(max_minutes=0), "max_minutes must be above 0, got 0"),
     (dict(labelled_weight=0.0), "labelled_weight must be a positive number"),
     (dict(labelled_weight="paper"), "labelled_weight must be a positive number"),
-    (dict(likelihood="poisson"), "unknown likelihood 'poisson'"),
+    (dict(likelihood="poisson"), r"likelihood must be among .*, got \['poisson'\]"),
 ])
 def test_bad_arguments_fail_before_training(tmp_path, calls, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -189,13 +190,13 @@ def test_m1_activation_and_learning_rate_reach_m1_alone(tmp_path, monkeypatch):
 
     fit = ssl.fit
     monkeypatch.setattr(ssl, "fit", recording)
-    monkeypatch.setattr(ssl, "ACTIVE_CODE_STD", 0.0)  # a 2-epoch M1 need not use its codes
+    monkeypatch.setattr(m1m2, "ACTIVE_CODE_STD", 0.0)  # a 2-epoch M1 need not use its codes
     results = run_ssl(tmp_path / "run", labels=(50,), methods=("m1m2",),
                       **{**TINY, "m1_activation": "softplus", "m1_lr": 3e-4})
     assert seen == [("VAE", "softplus", 3e-4), ("SSVAE", "relu", 1e-3)]
     assert (results["config"]["m1_activation"], results["config"]["m1_lr"]) == ("softplus", 3e-4)
     for bad, message in (({"m1_activation": "sigmoidal"}, "unknown activation"),
-                         ({"m1_lr": 0.0}, "m1_lr must be positive")):
+                         ({"m1_lr": 0.0}, "m1_lr must be above 0, got 0.0")):
         with pytest.raises(ValueError, match=message):
             run_ssl(tmp_path / "bad", labels=(50,), methods=("m1m2",), **{**TINY, **bad})
 
@@ -220,12 +221,12 @@ def test_m2_of_m1m2_learns_from_draws_of_the_active_codes(tmp_path, monkeypatch)
     assert codes.train.scale is not None and codes.train.scale.shape == codes.train.x.shape
     assert codes.val.scale is None and codes.test.scale is None
     assert torch.equal(codes.test.y, images.test.y)
-    assert bool((codes.train.x.std(0) > ssl.ACTIVE_CODE_STD).all())
+    assert bool((codes.train.x.std(0) > m1m2.ACTIVE_CODE_STD).all())
 
 
 def test_m1_without_active_codes_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(ssl, "ACTIVE_CODE_STD", 1e6)
-    with pytest.raises(RuntimeError, match="no active latent dimension"):
+    monkeypatch.setattr(m1m2, "ACTIVE_CODE_STD", 1e6)
+    with pytest.raises(ValueError, match="no active latent dimension"):
         run_ssl(tmp_path / "run", labels=(50,), methods=("m1m2",), **TINY)
 
 
@@ -251,42 +252,32 @@ def test_results_of_other_settings_are_not_mixed(finished, calls):
     assert calls == {}
 
 
-def test_summary_table_and_plot(tmp_path):
-    records = [{"method": m, "labels": n, "seed": s, "test_error": e} for m, n, s, e in [
-        ("supervised", 100, 0, 0.3), ("m2", 100, 0, 0.2), ("m2", 100, 1, 0.1),
-        ("m2", 50, 0, 0.4)]]
-    summary = summarize(records)
-    assert [(r["method"], r["labels"], r["num_seeds"]) for r in summary] == [
-        ("m2", 50, 1), ("m2", 100, 2), ("supervised", 100, 1)]
-    assert summary[1]["mean_error"] == pytest.approx(0.15)
-    assert summary[1]["std_error"] == pytest.approx(0.0707107)  # sample std over seeds
-    assert "| m2 | 100 | 15.0 ± 7.1 | 2 |" in markdown_table(summary, "digits")
-    fig = plots.plot_ssl_errors(summary, path=tmp_path / "e.png")
-    assert isinstance(fig, Figure) and (tmp_path / "e.png").is_file()
-    ax = fig.axes[0]
-    assert ax.get_xscale() == "log"
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["m2", "supervised"]
-    with pytest.raises(ValueError, match="empty"):
-        plots.plot_ssl_errors([])
-
-
-def test_cli_defaults_match_the_settings():
-    args = build_parser().parse_args(["ssl"])
+def test_cli_defaults_are_the_settings(capsys):
+    assert main(["ssl", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
     for field in dataclasses.fields(SSLSettings):
         default = getattr(SSLSettings(), field.name)
-        assert getattr(args, field.name) == (list(default) if isinstance(default, tuple)
-                                             else default), field.name
-    assert (args.dataset, args.labels, args.seeds, tuple(args.methods)) == (
-        "digits", [100], [0], METHODS)
-    parse = build_parser().parse_args
-    assert parse(["ssl", "--labelled-weight", "dataset"]).labelled_weight == "dataset"
-    assert parse(["ssl", "--labelled-weight", "0.25"]).labelled_weight == 0.25
-    assert parse(["ssl", "--likelihood", "gaussian"]).likelihood == "gaussian"
-    assert parse(["ssl", "--m1-hidden", "600", "600"]).m1_hidden == [600, 600]
-    assert parse(["ssl", "--m1-activation", "softplus", "--m1-lr", "3e-4"]).m1_lr == 3e-4
-    for bad in ("0", "-1", "paper"):
-        with pytest.raises(SystemExit):
-            parse(["ssl", "--labelled-weight", bad])
+        assert printed[field.name] == (list(default) if isinstance(default, tuple)
+                                       else default), field.name
+    assert (printed["dataset"], printed["labels"], printed["seeds"], tuple(printed["methods"])
+            ) == ("digits", [100], [0], METHODS)
+
+    def parsed(*argv):
+        assert main(["ssl", *argv, "--print-config"]) == 0
+        return yaml.safe_load(capsys.readouterr().out)
+
+    assert parsed("--labelled-weight", "dataset")["labelled_weight"] == "dataset"
+    assert parsed("--labelled-weight", "0.25")["labelled_weight"] == 0.25
+    assert parsed("--likelihood", "gaussian")["likelihood"] == "gaussian"
+    assert parsed("--m1-hidden", "600", "600")["m1_hidden"] == [600, 600]
+    assert parsed("--m1-activation", "softplus", "--m1-lr", "3e-4")["m1_lr"] == 3e-4
+
+
+@pytest.mark.parametrize("weight", ["0", "-1", "paper"])
+def test_cli_bad_labelled_weight_fails_before_training(tmp_path, calls, capsys, weight):
+    assert main(["ssl", "--labelled-weight", weight, "--out", str(tmp_path / "run")]) == 2
+    assert "labelled_weight must be a positive number" in capsys.readouterr().err
+    assert calls == {}
 
 
 def test_cli_end_to_end(tmp_path, capsys):
@@ -296,10 +287,13 @@ def test_cli_end_to_end(tmp_path, capsys):
             "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr()
-    assert "| m2 | 50 |" in printed.out and "| supervised | 50 |" in printed.out
-    assert "[2/2] supervised, 50 labels, seed 0: test error" in printed.err
+    assert "| m2 | " in printed.out and "| supervised | " in printed.out
+    assert "| method | 50 |" in printed.out
+    assert "[2/2] method supervised, labels 50, seed 0: test error" in printed.err
     assert [r["method"] for r in read(out)["records"]] == ["m2", "supervised"]
-    assert (out / "ssl_results.md").is_file() and (out / "ssl_errors.png").is_file()
+    assert (out / "ssl_results.md").is_file() and (out / "ssl_results.png").is_file()
+    assert main(argv) == 0  # done before: nothing trained again
+    assert "2 cells, 2 done before" in capsys.readouterr().err
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -307,20 +301,5 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("ppvae: error: num_labels must be a positive multiple")
     assert "\n" not in err
-    with pytest.raises(SystemExit) as e:
-        main(["ssl", "--help"])
-    assert e.value.code == 0
-
-
-def test_sampled_codes_classify_as_the_mean_when_q_z1_is_a_point():
-    """With zero posterior scales every draw of z1 is the mean, so the
-    averaged q(y | z1) picks the class that q(y | mean) picks."""
-    from ppvae.models import SSVAE
-
-    torch.manual_seed(0)
-    m2 = SSVAE(5, 3, latent_dim=2, hidden=(8,), likelihood="gaussian")
-    mean = torch.randn(40, 5)
-    picked = ssl._averaged_over_codes(m2, (mean, torch.zeros(40, 5)), seed=0)
-    assert torch.equal(picked, m2.predict(mean))
-    wide = ssl._averaged_over_codes(m2, (mean, torch.full((40, 5), 3.0)), seed=0)
-    assert wide.shape == (40,) and not torch.equal(wide, picked)  # draws matter when wide
+    assert main(["ssl", "--help"]) == 0
+    assert "--labelled_weight" in capsys.readouterr().out
