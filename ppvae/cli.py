@@ -123,9 +123,9 @@ def cmd_evaluate(argv: list[str]) -> int:
     from ppvae.plots import plot_log_likelihood
     from ppvae.train.distributed import launch_processes
 
-    parser = Options("ppvae evaluate", "Estimate log p(x) per data point by importance sampling with "
-                     "the model's guide (Burda et al. 2016), with ELBO, ESS and PSIS k-hat; "
-                     "writes RUN_DIR/loglik.json and RUN_DIR/loglik.png.")
+    parser = Options("ppvae evaluate", "Estimate log p(x) per data point by importance "
+                     "sampling with the model's guide (Burda et al. 2016), with ELBO, ESS and "
+                     "PSIS k-hat; writes RUN_DIR/loglik.json and RUN_DIR/loglik.png.")
     parser.add(evaluate_options)
     o = parser.parse(argv, {"k": "num_samples"})
     if o["num_samples"] < 1:

@@ -144,7 +144,8 @@ def run_ssl(
         **hyper: the fields of :class:`SSLSettings`.
     """
     s = SSLSettings(**hyper)
-    labels, seeds = unique([int(n) for n in labels], "labels"), unique([int(x) for x in seeds], "seeds")
+    labels = unique([int(n) for n in labels], "labels")
+    seeds = unique([int(x) for x in seeds], "seeds")
     methods = unique(methods, "methods", METHODS)
     data = load_dataset(dataset, data_root,
                         binarize="dynamic" if s.likelihood == "bernoulli" else None)

@@ -73,9 +73,10 @@ def markdown_table(summary: Sequence[dict[str, Any]], rows: str, columns: str, t
         count = f" ({r['count']})" if r is not None and len(counts) > 1 else ""
         return "" if r is None else f"{scale * r['mean']:.{digits}f}{spread}{count}"
 
+    per_cell = "records per cell in brackets" if len(counts) > 1 else f"{min(counts)} per cell"
     return "\n".join([
-        f"{title} ({'records per cell in brackets' if len(counts) > 1 else f'{min(counts)} per cell'})",
-        "", f"| {rows} | " + " | ".join(map(str, across)) + " |", "| --- |" + " ---: |" * len(across),
+        f"{title} ({per_cell})", "", f"| {rows} | " + " | ".join(map(str, across)) + " |",
+        "| --- |" + " ---: |" * len(across),
         *(f"| {name} | " + " | ".join(cell(cells.get((name, c))) for c in across) + " |"
           for name in dict.fromkeys(r[rows] for r in summary))]) + "\n"
 
@@ -98,7 +99,8 @@ class Sweep:
                 results = json.loads(self.path.read_text())
                 stored, self.records = {**(added or {}), **results["config"]}, results["records"]
             except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{self.path} is not a ppvae {kind} results file ({e!r})") from None
+                raise ValueError(f"{self.path} is not a ppvae {kind} results file "
+                                 f"({e!r})") from None
             differ = sorted(k for k in self.config.keys() | stored.keys()
                             if self.config.get(k) != stored.get(k))
             if differ:
