@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import tomllib
 import typing
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
