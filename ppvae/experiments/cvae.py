@@ -10,7 +10,7 @@ test images (binarized once) by NLL = -(1 / N) sum_i log p(x_i,hidden | c_i),
 in nats per image: exactly for ``baseline``
 (:class:`ppvae.models.CompletionBaseline`, no latent variable: K = 1), by
 importance sampling with K = ``num_samples`` for ``cvae``
-(:class:`ppvae.models.CVAE`, a stochastic upper bound on the NLL).
+(:class:`ppvae.models.CVAE`: an upper bound on the NLL in expectation).
 
 Files in ``out_dir``: the sweep's ``cvae_results.{json,md,png}``
 (:class:`~ppvae.experiments.sweep.Sweep`; NLL ± standard error by method and
