@@ -21,6 +21,7 @@ on an existing one by accident.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ from safetensors.torch import save as save_safetensors
 
 from ppvae import __version__
 from ppvae.atomic import atomic_write
+from ppvae.data import DataOptions
 from ppvae.models import REGISTRY, LatentVariableModel
 from ppvae.models.registry import entry_of
 
@@ -153,7 +155,7 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
 # ------------------------------------------------------------- run directories
 RUN_CONFIG = "config.json"
 #: the keys of a run's config that choose its data set (with ``seed``)
-DATA_KEYS = ("dataset", "data_root", "val_fraction", "binarize")
+DATA_KEYS = tuple(f.name for f in dataclasses.fields(DataOptions))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -200,8 +202,6 @@ def run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 def run_data(config: dict[str, Any]) -> Any:
     """The data set of a run's config: the same splits and binarization."""
-    from ppvae.data import DataOptions
-
     options = DataOptions(**{k: config[k] for k in DATA_KEYS if k in config})
     return options.load(config.get("seed", 0), config.get("likelihood"))
 
@@ -239,9 +239,9 @@ def train_run(run_dir: str | os.PathLike, config: dict[str, Any], *, resume: boo
     checkpoint = resume_checkpoint(run_dir) if resume else False
     data = run_data(config)
     pyro.set_rng_seed(config.get("seed", 0))
-    built = set(inspect.signature(model.cls).parameters)
-    net = model.build(data, **{k: v for k, v in config.items() if k in built})
-    options = {k: v for k, v in config.items() if k not in {"model", *DATA_KEYS, *built}}
+    net = model.build(data, **{k: v for k, v in config.items() if k in model.arguments})
+    options = {k: v for k, v in config.items()
+               if k not in {"model", *DATA_KEYS, *model.arguments}}
     plan_options = {k: v for k, v in options.items() if k not in inspect.signature(fit).parameters}
     make_plan(net, **plan_options)  # a bad option of the plan fails before anything is written
     if is_main_process():  # under data parallelism every process runs this

@@ -171,9 +171,9 @@ def run_ssl(
     def stacked(seed: int) -> tuple[M1Codes, Any, dict[str, Any]]:
         """M1 of ``seed`` (trained on first use, kept in out_dir/m1/seed<seed>),
         its codes and the data set of codes."""
-        path = Path(out_dir) / "m1" / f"seed{seed}"
         if seed in codes:
             return codes[seed]
+        path = Path(out_dir) / "m1" / f"seed{seed}"
         if (path / "training.json").is_file():
             m1, info = load(path), json.loads((path / "training.json").read_text())
         else:

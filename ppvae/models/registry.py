@@ -37,13 +37,18 @@ class ModelEntry:
         """The training plan the class declares (default ``"elbo"``)."""
         return getattr(self.cls, "default_plan", "elbo")
 
+    @property
+    def arguments(self) -> tuple[str, ...]:
+        """The names of the class's constructor arguments."""
+        return tuple(inspect.signature(self.cls).parameters)
+
     def build(self, data: Any, **options: Any) -> Any:
         """The model for a :class:`ppvae.data.Dataset`: its
         :data:`DATA_ARGUMENTS` from ``data``, the rest from ``options``."""
         values = {"input_shape": data.image_shape, "input_dim": data.input_dim,
                   "num_classes": data.num_classes}
-        parameters = inspect.signature(self.cls).parameters
-        return self.cls(**{k: values[k] for k in DATA_ARGUMENTS if k in parameters}, **options)
+        return self.cls(**{k: values[k] for k in DATA_ARGUMENTS if k in self.arguments},
+                        **options)
 
 
 REGISTRY: dict[str, ModelEntry] = {}
