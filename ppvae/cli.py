@@ -1,7 +1,7 @@
 """The ``ppvae`` command line. Its options come from the code: the registered
 models' constructors (:mod:`ppvae.models.registry`), their training plans,
-:func:`ppvae.fit`, the experiment runners and the option functions below,
-read by :class:`ppvae.config.Options` (config files, ``--print-config``).
+:func:`ppvae.fit`, the run functions of :mod:`ppvae.io`, the experiment
+runners and :func:`run_options`, read by :class:`ppvae.config.Options`.
 """
 
 from __future__ import annotations
@@ -12,21 +12,16 @@ import os
 # machine at every parallel region; set before torch loads its OpenMP runtime.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import argparse
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
 
 from ppvae import __version__, io
-from ppvae.config import Options, read_config
+from ppvae.config import OptionError, Options, read_config
 from ppvae.data import DataOptions
 from ppvae.models import REGISTRY
 from ppvae.models.registry import DATA_ARGUMENTS, entry
-
-
-class CLIError(ValueError):
-    """A user error reported as one line, without a traceback."""
 
 
 def run_options(out: Path | None = None, resume: Path | None = None, overwrite: bool = False,
@@ -41,61 +36,23 @@ def run_options(out: Path | None = None, resume: Path | None = None, overwrite: 
     """
 
 
-def figure_options(run_dir: Path, out: Path | None = None, num: int | None = None,
-                   seed: int = 0) -> None:
-    """The figure.
-
-    Args:
-        run_dir: a run directory from ppvae train.
-        out: the PNG to write (default: inside RUN_DIR).
-        num: images (or mapped test points) in the figure (default: the model's).
-        seed: random seed of the draws.
-    """
-
-
-def evaluate_options(run_dir: Path, num_samples: int = 1000,
-                     split: Literal["test", "val"] = "test", max_points: int | None = None,
-                     seed: int = 0, progress: bool = True, accelerator: str = "cpu",
-                     devices: int = 1, num_nodes: int = 1, accel: bool = True) -> None:
-    """The estimate.
-
-    Args:
-        run_dir: a run directory from ppvae train.
-        num_samples: importance samples K per data point.
-        split: the data split.
-        max_points: evaluate the first N points only.
-        seed: random seed of the draws.
-        progress: show a progress bar.
-        accelerator: Lightning accelerator: cpu, gpu, auto.
-        devices: processes per machine sharing the data points (the same result).
-        num_nodes: machines (see README).
-        accel: score through the model's pure-torch twin (False: through Pyro).
-    """
-
-
-def _value(argv: Sequence[str], flag: str) -> str | None:
-    """The value given to ``flag`` in ``argv`` (``--flag v`` or ``--flag=v``)."""
-    for i, arg in enumerate(argv):
-        name, eq, value = arg.partition("=")
-        if name.replace("-", "_") == flag.replace("-", "_"):
-            return value if eq else (argv[i + 1] if i + 1 < len(argv) else None)
-    return None
-
-
-def model_name(argv: Sequence[str]) -> str:
-    """The model of a ``train`` command: --model, else the --config file's, else ``vae``."""
-    if _value(argv, "--model") or not _value(argv, "--config"):
-        return _value(argv, "--model") or "vae"
-    return read_config(_value(argv, "--config")).get("model", "vae")
+def first_pass(argv: Sequence[str]) -> argparse.Namespace:
+    """The --model, --config and --resume of a ``train`` command, which choose its options."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in ("--model", "--config", "--resume"):
+        parser.add_argument(flag)
+    return parser.parse_known_args(argv)[0]
 
 
 def cmd_train(argv: list[str]) -> int:
     from ppvae.train import PLANS, fit
 
-    if _value(argv, "--resume"):  # the run's settings, which flags may override
-        run_dir = io.open_run(_value(argv, "--resume"), need_model=False)
-        argv = ["--config", str(run_dir / io.RUN_CONFIG), *argv]
-    model = entry(model_name(argv))
+    first = first_pass(argv)
+    if first.resume:  # the run's settings, which flags may override
+        first.config = io.open_run(first.resume, need_model=False) / io.RUN_CONFIG
+        argv = ["--config", str(first.config), *argv]
+    model = entry(first.model or (read_config(first.config).get("model", "vae")
+                                  if first.config else "vae"))
     parser = Options("ppvae train", f"Train a model ({model.name}: {model.summary}) and write "
                                     "its run directory. Other models: ppvae models.")
     parser.parser.add_argument("--model", default="vae", help="a registered model (ppvae models)")
@@ -119,61 +76,28 @@ def cmd_train(argv: list[str]) -> int:
 
 
 def cmd_evaluate(argv: list[str]) -> int:
-    from ppvae.infer import log_likelihood
-    from ppvae.plots import plot_log_likelihood
-    from ppvae.train.distributed import launch_processes
-
     parser = Options("ppvae evaluate", "Estimate log p(x) per data point by importance "
                      "sampling with the model's guide (Burda et al. 2016), with ELBO, ESS and "
                      "PSIS k-hat; writes RUN_DIR/loglik.json and RUN_DIR/loglik.png.")
-    parser.add(evaluate_options)
+    parser.add(io.evaluate_run)
     o = parser.parse(argv, {"k": "num_samples"})
-    if o["num_samples"] < 1:
-        raise CLIError(f"--num_samples must be at least 1, got {o['num_samples']}")
-    run_dir = io.open_run(o["run_dir"])  # a bad run fails before any process starts
-    fabric = None
-    if o["devices"] * o["num_nodes"] > 1:  # every process runs the rest of this command
-        fabric = launch_processes(o["accelerator"], o["devices"], o["num_nodes"])
-    model, data = io.load_run(run_dir, o["seed"])
-    model = model.to(fabric.device) if fabric is not None else model
-    start = time.perf_counter()
-    result = log_likelihood(model.model, model.guide,
-                            *model.model_args(getattr(data, o["split"]), o["max_points"]),
-                            num_samples=o["num_samples"], seed=o["seed"], progress=o["progress"],
-                            accel=o["accel"], distributed=fabric is not None)
-    seconds = time.perf_counter() - start
-    if fabric is not None and not fabric.is_global_zero:
-        return 0
-    io.write_json(run_dir / "loglik.json", {**result.to_dict(), "split": o["split"],
-                                            "seconds": seconds,
-                                            "processes": o["devices"] * o["num_nodes"]})
-    plot_log_likelihood(result.curve(), result.khat, elbo=result.elbo_mean,
-                        path=run_dir / "loglik.png", title=f"{run_dir.name} ({o['split']})")
-    print(result.summary())
-    print(f"({seconds:.1f} s) wrote {run_dir / 'loglik.json'} and {run_dir / 'loglik.png'}")
+    result, seconds = io.evaluate_run(**o)
+    if result is not None:
+        print(result.summary())
+        print(f"({seconds:.1f} s) wrote loglik.json and loglik.png into {o['run_dir']}")
     return 0
 
 
 def cmd_figure(name: str, argv: list[str]) -> int:
-    from ppvae.plots import draw
-
     parser = Options(f"ppvae {name}", f"Draw the {FIGURES[name]} figure of a trained model.")
-    parser.add(figure_options)
-    o = parser.parse(argv, {"max_points": "num"})
-    model, data = io.load_run(o["run_dir"], o["seed"])
-    figures = model.figures(data, o["num"])
-    if FIGURES[name] not in figures:
-        raise CLIError(f"{type(model).__name__} offers no {FIGURES[name]} figure; it offers "
-                       f"{sorted(figures)}")
-    out = o["out"] or Path(o["run_dir"]) / f"{FIGURES[name]}.png"
-    draw(figures[FIGURES[name]], path=out)
-    print(out)
+    parser.add(io.figure_run, skip={"figure"})
+    print(io.figure_run(figure=FIGURES[name], **parser.parse(argv, {"max_points": "num"})))
     return 0
 
 
 def cmd_models(argv: list[str]) -> int:
     if argv:
-        raise CLIError("ppvae models takes no options")
+        raise OptionError("ppvae models takes no options")
     print("| model | class | training plan | what it is | paper |\n| --- | --- | --- | --- | --- |")
     for e in REGISTRY.values():
         cells = (e.name, e.cls.__name__, e.plan, e.summary, e.paper)
@@ -261,7 +185,7 @@ def _run(handler: Callable[[list[str]], int], argv: list[str]) -> int:
         return handler(argv)
     except SystemExit as e:  # --help and --print_config end the command here
         return e.code if isinstance(e.code, int) else 0
-    except ValueError as e:  # CLIError, DataError, ModelFileError, bad data
+    except ValueError as e:  # OptionError, DataError, ModelFileError, bad data
         print(f"ppvae: error{_process_label()}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,7 +7,8 @@ command line expects: options as in the code (``--latent_dim``) or with dashes
 (``--latent-dim``), a list's items after the option (``--hidden 256 128``), a
 boolean as ``--dreg`` / ``--no-dreg``; ``--config FILE`` (YAML, JSON or TOML,
 the same keys) sets defaults that flags override, and ``--print_config``
-prints the configuration. Errors are one line.
+prints the configuration. Errors are one line. :func:`unique` and
+:func:`at_least` check the settings of an experiment.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import tomllib
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,26 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise OptionError(f"config file {path} does not hold a mapping of options")
     return {str(k).replace("-", "_"): v for k, v in loaded.items()}
+
+
+def unique(values: Iterable[Hashable], name: str, choices: Sequence[Hashable] | None = None
+           ) -> list:
+    """``values`` without repeats, in order; ``ValueError`` if there are none
+    or (with ``choices``) one is not a choice."""
+    kept = list(dict.fromkeys(values))
+    bad = [v for v in kept if choices is not None and v not in choices]
+    if not kept or bad:
+        raise ValueError(f"{name} must be among {list(choices)}, got {bad}" if bad
+                         else f"{name} must not be empty")
+    return kept
+
+
+def at_least(settings: Any, minimum: float, names: Iterable[str], strictly: bool = False
+             ) -> None:
+    """``ValueError`` if a field of ``settings`` in ``names`` is below ``minimum``
+    (or equal to it, ``strictly``); None passes."""
+    for name in names:
+        value = getattr(settings, name)
+        if value is not None and (value <= minimum if strictly else value < minimum):
+            raise ValueError(f"{name} must be {'above' if strictly else 'at least'} {minimum}, "
+                             f"got {value}")

@@ -29,7 +29,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError
@@ -266,6 +266,60 @@ def train_run(run_dir: str | os.PathLike, config: dict[str, Any], *, resume: boo
     return net, history, tested
 
 
+def evaluate_run(run_dir: str | os.PathLike, num_samples: int = 1000,
+                 split: Literal["test", "val"] = "test", max_points: int | None = None,
+                 seed: int = 0, progress: bool = True, accelerator: str = "cpu",
+                 devices: int = 1, num_nodes: int = 1, accel: bool = True
+                 ) -> tuple[Any, float]:
+    """The log-likelihood of a finished run.
+
+    Estimates log p(x) per data point by importance sampling with the model's
+    guide (:func:`ppvae.infer.log_likelihood`: the IW estimate with ELBO, ESS
+    and PSIS k-hat) and writes ``loglik.json`` (with the split, seconds and
+    processes) and ``loglik.png`` into the run.
+
+    Args:
+        run_dir: a run directory from ppvae train.
+        num_samples: importance samples K per data point.
+        split: the data split.
+        max_points: evaluate the first N points only.
+        seed: random seed of the draws.
+        progress: show a progress bar.
+        accelerator: Lightning accelerator: cpu, gpu, auto.
+        devices: processes per machine sharing the data points (the same result).
+        num_nodes: machines (see README).
+        accel: score through the model's pure-torch twin (False: through Pyro).
+
+    Returns:
+        The :class:`ppvae.infer.LogLikelihood` (None in the processes other
+        than the main one) and the seconds it took.
+    """
+    from ppvae.infer import log_likelihood
+    from ppvae.plots import plot_log_likelihood
+    from ppvae.train.distributed import launch_processes
+
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    run_dir, fabric = open_run(run_dir), None  # a bad run fails before any process starts
+    if devices * num_nodes > 1:  # every process runs the rest of this function
+        fabric = launch_processes(accelerator, devices, num_nodes)
+    model, data = load_run(run_dir, seed)
+    model = model.to(fabric.device) if fabric is not None else model
+    start = time.perf_counter()
+    result = log_likelihood(model.model, model.guide,
+                            *model.model_args(getattr(data, split), max_points),
+                            num_samples=num_samples, seed=seed, progress=progress, accel=accel,
+                            distributed=fabric is not None)
+    seconds = time.perf_counter() - start
+    if fabric is not None and not fabric.is_global_zero:
+        return None, seconds
+    write_json(run_dir / "loglik.json", {**result.to_dict(), "split": split, "seconds": seconds,
+                                         "processes": devices * num_nodes})
+    plot_log_likelihood(result.curve(), result.khat, elbo=result.elbo_mean,
+                        path=run_dir / "loglik.png", title=f"{run_dir.name} ({split})")
+    return result, seconds
+
+
 def load_run(run_dir: str | os.PathLike, seed: int = 0) -> tuple[LatentVariableModel, Any]:
     """A finished run's model and data set, with Pyro's random state seeded by ``seed``."""
     import pyro
@@ -274,6 +328,33 @@ def load_run(run_dir: str | os.PathLike, seed: int = 0) -> tuple[LatentVariableM
     data = run_data(run_config(run_dir))
     pyro.set_rng_seed(seed)
     return load(run_dir / "model"), data
+
+
+def figure_run(run_dir: str | os.PathLike, figure: str, out: str | os.PathLike | None = None,
+               num: int | None = None, seed: int = 0) -> Path:
+    """A figure of a finished run: one the model offers (its ``figures``:
+    ``samples``, ``reconstructions``, ``latent_map``, ...), drawn as a PNG.
+
+    Args:
+        run_dir: a run directory from ppvae train.
+        figure: the figure's name.
+        out: the PNG to write (default: inside RUN_DIR).
+        num: images (or mapped test points) in the figure (default: the model's).
+        seed: random seed of the draws.
+
+    Returns:
+        The PNG's path.
+    """
+    from ppvae.plots import draw
+
+    model, data = load_run(run_dir, seed)
+    figures = model.figures(data, num)
+    if figure not in figures:
+        raise ValueError(f"{type(model).__name__} offers no {figure} figure; it offers "
+                         f"{sorted(figures)}")
+    out = Path(out or Path(run_dir) / f"{figure}.png")
+    draw(figures[figure], path=out)
+    return out
 
 
 def prepare_run(out: str | os.PathLike | None, resume: str | os.PathLike | None = None,

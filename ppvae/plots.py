@@ -529,6 +529,22 @@ def image_rows(
     return _finish(fig, path)
 
 
+def plot_completions(models: Sequence, x: Tensor, num: int = 5, *, seed: int = 0,
+                     title: str | None = None, path: PathLike = None) -> Figure:
+    """Completions of the partial images of ``x`` by conditional models of the
+    same condition (:class:`ppvae.models.ConditionalModel`): rows ``input``
+    (the first model's ``condition_from(x)``) and ``truth`` (``x``), then each
+    model's ``completions`` (``num`` per stochastic model), drawn with torch's
+    random state seeded by ``seed`` and left as it was (:func:`image_rows`)."""
+    c = models[0].condition_from(x)
+    rows = {"input": c, "truth": x}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for model in models:
+            rows.update(model.completions(c, num))
+    return image_rows(rows, models[0].input_shape, title=title, path=path)
+
+
 def _posterior_draws(data, var_name: str | None, datapoint: int, label: str) -> np.ndarray:
     """Draws ``(samples, latent)`` of one data point from an InferenceData's posterior."""
     posterior = data.posterior

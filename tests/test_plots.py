@@ -248,3 +248,19 @@ def test_draw_a_figure_a_model_offers(tmp_path):
     assert isinstance(fig, Figure) and (tmp_path / "map.png").is_file()
     with pytest.raises(ValueError, match="unknown model figure 'print'"):
         plots.draw(FigureSpec("print", dict))
+
+
+def test_completions_of_several_models_leave_the_random_state_alone(tmp_path):
+    from ppvae.models import CVAE, CompletionBaseline
+
+    cvae = CVAE((1, 8, 8), condition="quadrants", quadrants=2, latent_dim=2, hidden=(16,))
+    baseline = CompletionBaseline((1, 8, 8), quadrants=2, hidden=(16,))
+    x = load_dataset("digits", binarize="dynamic").test.x[:4]
+    torch.manual_seed(5)
+    expected = torch.rand(1)
+    torch.manual_seed(5)
+    fig = plots.plot_completions([cvae, baseline], x, 3, path=tmp_path / "c.png")
+    assert torch.equal(torch.rand(1), expected)
+    rows = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert rows == ["input", "truth", "CVAE 1", "CVAE 2", "CVAE 3", "baseline"]
+    assert (tmp_path / "c.png").is_file()

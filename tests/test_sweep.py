@@ -7,7 +7,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from ppvae import plots
-from ppvae.experiments.sweep import Sweep, at_least, markdown_table, summarize, unique
+from ppvae.config import at_least, unique
+from ppvae.experiments.sweep import Sweep, markdown_table, summarize
 
 RECORDS = [{"method": m, "labels": n, "seed": s, "error": e, "stderr": 0.01}
            for m, n, s, e in [("supervised", 100, 0, 0.3), ("m2", 100, 0, 0.2),

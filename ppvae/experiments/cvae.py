@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import pyro
-import torch
 
+from ppvae.config import at_least, unique
 from ppvae.data import QUADRANT_COUNTS, load_dataset
-from ppvae.experiments.sweep import Sweep, at_least, unique
+from ppvae.experiments.sweep import Sweep
 from ppvae.io import load, save
 from ppvae.models import CVAE, CompletionBaseline
-from ppvae.plots import image_rows
+from ppvae.plots import plot_completions
 from ppvae.train import fit
 
 METHODS: tuple[str, ...] = ("baseline", "cvae")
@@ -153,15 +153,9 @@ def run_cvae(
                  digits=2)
     for q in quadrants:
         models = [load(p) for m in methods if (p := out_dir / "models" / f"{m}_q{q}").is_dir()]
-        x = test_x[: s.num_images]
-        c = models[0].condition_from(x)
-        rows = {"input": c, "truth": x}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s.seed)
-            for model in models:
-                rows.update(model.completions(c, s.num_completions))
-        image_rows(rows, data.image_shape, path=out_dir / f"completions_q{q}.png",
-                   title=f"{data.name}: {q} given quadrant{'s' * (q > 1)}; grey = hidden; CVAE "
-                         "rows: E[x | z, c], z ~ p(z | c)")
+        plot_completions(models, test_x[: s.num_images], s.num_completions, seed=s.seed,
+                         path=out_dir / f"completions_q{q}.png",
+                         title=f"{data.name}: {q} given quadrant{'s' * (q > 1)}; grey = hidden; "
+                               "CVAE rows: E[x | z, c], z ~ p(z | c)")
     return {"config": sweep.config, "records": records, "summary": sweep.summary}
 

@@ -36,8 +36,9 @@ from typing import Any
 import pyro
 import torch
 
+from ppvae.config import at_least, unique
 from ppvae.data import binarize, label_split, load_dataset
-from ppvae.experiments.sweep import Sweep, at_least, unique
+from ppvae.experiments.sweep import Sweep
 from ppvae.io import atomic_write, load, save
 from ppvae.models import SSVAE, VAE, M1Codes
 from ppvae.nn import activation, make_encoder

@@ -13,35 +13,12 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ppvae.atomic import atomic_write
 from ppvae.plots import plot_sweep
-
-
-def unique(values: Iterable[Hashable], name: str, choices: Sequence[Hashable] | None = None
-           ) -> list:
-    """``values`` without repeats, in order; ``ValueError`` if there are none
-    or (with ``choices``) one is not a choice."""
-    kept = list(dict.fromkeys(values))
-    bad = [v for v in kept if choices is not None and v not in choices]
-    if not kept or bad:
-        raise ValueError(f"{name} must be among {list(choices)}, got {bad}" if bad
-                         else f"{name} must not be empty")
-    return kept
-
-
-def at_least(settings: Any, minimum: float, names: Iterable[str], strictly: bool = False
-             ) -> None:
-    """``ValueError`` if a field of ``settings`` in ``names`` is below ``minimum``
-    (or equal to it, ``strictly``); None passes."""
-    for name in names:
-        value = getattr(settings, name)
-        if value is not None and (value <= minimum if strictly else value < minimum):
-            raise ValueError(f"{name} must be {'above' if strictly else 'at least'} {minimum}, "
-                             f"got {value}")
 
 
 def summarize(records: Iterable[dict[str, Any]], by: Sequence[str], value: str,
