@@ -78,13 +78,12 @@ def cmd_train(argv: list[str]) -> int:
 def cmd_evaluate(argv: list[str]) -> int:
     parser = Options("ppvae evaluate", "Estimate log p(x) per data point by importance "
                      "sampling with the model's guide (Burda et al. 2016), with ELBO, ESS and "
-                     "PSIS k-hat; writes RUN_DIR/loglik.json and RUN_DIR/loglik.png.")
+                     "PSIS k-hat, into RUN_DIR/loglik.{json,png}; for a model that is not a "
+                     "density, its reconstruction error, into RUN_DIR/reconstruction.json.")
     parser.add(io.evaluate_run)
-    o = parser.parse(argv, {"k": "num_samples"})
-    result, seconds = io.evaluate_run(**o)
+    result, seconds = io.evaluate_run(**parser.parse(argv, {"k": "num_samples"}))
     if result is not None:
-        print(result.summary())
-        print(f"({seconds:.1f} s) wrote loglik.json and loglik.png into {o['run_dir']}")
+        print(f"{result.summary()}\n({seconds:.1f} s; files in the run directory)")
     return 0
 
 

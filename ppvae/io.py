@@ -40,7 +40,7 @@ from ppvae import __version__
 from ppvae.atomic import atomic_write
 from ppvae.data import DataOptions
 from ppvae.models import REGISTRY, LatentVariableModel
-from ppvae.models.registry import entry_of
+from ppvae.models.registry import entry, entry_of
 
 FORMAT = "ppvae-model"
 FORMAT_VERSION = 1
@@ -230,7 +230,6 @@ def train_run(run_dir: str | os.PathLike, config: dict[str, Any], *, resume: boo
 
     import pyro
 
-    from ppvae.models.registry import entry
     from ppvae.plots import draw, plot_elbo_curves
     from ppvae.train import evaluate, fit, make_plan
     from ppvae.train.distributed import is_main_process
@@ -271,12 +270,16 @@ def evaluate_run(run_dir: str | os.PathLike, num_samples: int = 1000,
                  seed: int = 0, progress: bool = True, accelerator: str = "cpu",
                  devices: int = 1, num_nodes: int = 1, accel: bool = True
                  ) -> tuple[Any, float]:
-    """The log-likelihood of a finished run.
+    """The log-likelihood of a finished run, or its reconstruction error.
 
-    Estimates log p(x) per data point by importance sampling with the model's
-    guide (:func:`ppvae.infer.log_likelihood`: the IW estimate with ELBO, ESS
-    and PSIS k-hat) and writes ``loglik.json`` (with the split, seconds and
-    processes) and ``loglik.png`` into the run.
+    For a density, estimates log p(x) per data point by importance sampling
+    with the model's guide (:func:`ppvae.infer.log_likelihood`: the IW
+    estimate with ELBO, ESS and PSIS k-hat) and writes ``loglik.json`` (with
+    the split, seconds and processes) and ``loglik.png`` into the run. For a
+    model that is not a density (``density = False``: a point-mass guide),
+    reports the reconstruction error and code statistics instead
+    (:func:`ppvae.infer.reconstruction_error`, in one process; ``num_samples``
+    and the process options do not apply) in ``reconstruction.json``.
 
     Args:
         run_dir: a run directory from ppvae train.
@@ -291,16 +294,27 @@ def evaluate_run(run_dir: str | os.PathLike, num_samples: int = 1000,
         accel: score through the model's pure-torch twin (False: through Pyro).
 
     Returns:
-        The :class:`ppvae.infer.LogLikelihood` (None in the processes other
-        than the main one) and the seconds it took.
+        The :class:`ppvae.infer.LogLikelihood` or
+        :class:`ppvae.infer.Reconstruction` (None in the processes other than
+        the main one) and the seconds it took.
     """
-    from ppvae.infer import log_likelihood
+    from ppvae.infer import log_likelihood, reconstruction_error
     from ppvae.plots import plot_log_likelihood
+    from ppvae.train.contract import is_density
     from ppvae.train.distributed import launch_processes
 
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
     run_dir, fabric = open_run(run_dir), None  # a bad run fails before any process starts
+    if not is_density(entry(run_config(run_dir)["model"]).cls):
+        model, data = load_run(run_dir, seed)
+        start = time.perf_counter()
+        result = reconstruction_error(model.model, model.guide,
+                                      *model.model_args(getattr(data, split), max_points))
+        seconds = time.perf_counter() - start
+        write_json(run_dir / "reconstruction.json", {**result.to_dict(), "split": split,
+                                                     "seconds": seconds})
+        return result, seconds
     if devices * num_nodes > 1:  # every process runs the rest of this function
         fabric = launch_processes(accelerator, devices, num_nodes)
     model, data = load_run(run_dir, seed)

@@ -10,9 +10,11 @@ from ppvae.infer.loglik import LogLikelihood, log_likelihood
 from ppvae.infer.mcmc import compare_posteriors, nuts_posterior
 from ppvae.infer.objectives import OBJECTIVES, make_objective
 from ppvae.infer.psis import pareto_khat
+from ppvae.infer.reconstruction import Reconstruction, reconstruction_error
 from ppvae.infer.semisupervised import SemiSupervisedELBO
 
 __all__ = ["IWAE", "OBJECTIVES", "InferenceGaps", "LocalGaussian", "LogLikelihood",
-           "SemiSupervisedELBO", "compare_posteriors", "elbo_per_datapoint", "evaluate_elbo",
-           "fit_local_gaussian", "inference_gaps", "log_likelihood", "make_objective",
-           "nuts_posterior", "pareto_khat", "to_inference_data"]
+           "Reconstruction", "SemiSupervisedELBO", "compare_posteriors", "elbo_per_datapoint",
+           "evaluate_elbo", "fit_local_gaussian", "inference_gaps", "log_likelihood",
+           "make_objective", "nuts_posterior", "pareto_khat", "reconstruction_error",
+           "to_inference_data"]

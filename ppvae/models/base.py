@@ -69,6 +69,9 @@ class LatentVariableModel(nn.Module):
     #: ``model``/``guide`` take ``(x, c)``, with c made from a labelled batch
     #: by ``condition_batch(x, y)``
     conditional: ClassVar[bool] = False
+    #: whether ``model``/``guide`` make a density of x that the
+    #: importance-weighted estimator scores (False for point-mass guides)
+    density: ClassVar[bool] = True
     #: the weight of the latent sites' KL term (a beta-VAE's beta); the
     #: trainer's KL warm-up rises to it
     beta: float = 1.0

@@ -17,6 +17,8 @@ model declares it:
   returning the data as the model takes it (else: a float tensor, checked
   for NaN/inf and, for dynamically binarized data, for values in [0, 1]);
 - ``default_plan``: the name of the plan ``fit`` uses (default ``"elbo"``);
+- ``density``: False for a pair that is not a density of x (a point-mass
+  guide): evaluated by its reconstruction error, not by log p(x);
 - ``conditional`` with ``condition_batch(x, y) -> (x, c)``: a model of x
   given a condition made from each labelled batch.
 
@@ -73,6 +75,11 @@ def kl_weight(model: Any) -> float:
 def default_plan(model: Any) -> str:
     """The name of the plan ``fit`` uses for ``model`` (default ``"elbo"``)."""
     return getattr(model, "default_plan", "elbo")
+
+
+def is_density(model: Any) -> bool:
+    """Whether ``model`` is a density of x (default True)."""
+    return bool(getattr(model, "density", True))
 
 
 def is_conditional(model: Any) -> bool:

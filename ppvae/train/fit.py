@@ -77,7 +77,10 @@ def fit(
     The plan (:mod:`ppvae.train.plans`) decides the loss, the optimizers, what
     a batch holds and what validation reports; this loop is the same for all:
     epochs of mini-batches, per-epoch metrics, checkpoints, early stopping,
-    the best weights, data parallelism.
+    the best weights, data parallelism. Training runs in train mode and
+    validation in eval mode (``nn.Module.train`` / ``eval``: a denoising
+    model corrupts its guide's input in train mode only); ``model`` is left
+    in eval mode, as :func:`ppvae.load` returns one.
 
     Args:
         model: an ``nn.Module`` with ``model``/``guide`` (a ppvae model or a
@@ -192,6 +195,7 @@ def fit(
     history.rank, history.world_size = trainer.global_rank, trainer.world_size
     if restore_best and history_cb.best_state is not None:
         model.load_state_dict(history_cb.best_state)
+    model.eval()
     return history
 
 
@@ -202,8 +206,9 @@ def evaluate(model: nn.Module, data: Any, split: str = "test", *,
     """The validation metrics of ``model``'s training plan on a split of a
     :class:`ppvae.data.Dataset`, averaged over its data points and over
     ``draws`` passes (for Monte Carlo metrics, ``draws`` draws per point), named
-    ``<split>_*`` (e.g. ``test_elbo``); ``plan_options`` as for :func:`fit`."""
-    module = make_plan(model, plan, **plan_options)
+    ``<split>_*`` (e.g. ``test_elbo``); ``plan_options`` as for :func:`fit`.
+    Scores in eval mode, as validation does, and leaves ``model`` in it."""
+    module = make_plan(model.eval(), plan, **plan_options)
     points = getattr(data, split)
     _, batches = module.batches(dataclasses.replace(data, val=points), batch_size=batch_size,
                                 val_batch_size=batch_size, seed=0, epoch=lambda: 0,
