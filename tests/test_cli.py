@@ -297,3 +297,18 @@ def test_a_registered_model_is_listed_trained_and_evaluated(linear_vae, tmp_path
     assert json.loads((run / "config.json").read_text())["init_std"] == 0.1
     assert main(["train", "--model", "linear-vae", "--hidden", "8"]) == 2  # a VAE option
     assert "unrecognized arguments: --hidden" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["ae", "dae", "sparse-ae", "cae", "psd", "linear-ae"])
+def test_an_autoencoder_trains_and_is_evaluated_by_its_reconstruction(model, tmp_path, capsys):
+    run = tmp_path / model
+    assert main(["train", "--model", model, "--epochs", "2", "--no-progress",
+                 "--out", str(run)]) == 0
+    assert (run / "reconstructions.png").is_file() and not (run / "samples.png").exists()
+    assert main(["evaluate", str(run)]) == 0
+    record = json.loads((run / "reconstruction.json").read_text())
+    assert record["split"] == "test" and record["num_datapoints"] == 360
+    assert 0 < record["squared_error"] < 64 and not (run / "loglik.json").exists()
+    assert "squared error per point" in capsys.readouterr().out
+    assert main(["sample", str(run)]) == 2
+    assert "offers no samples figure" in capsys.readouterr().err

@@ -9,6 +9,13 @@ from ppvae.models.linear_gaussian import LinearGaussian  # isort: skip
 from ppvae.models.cvae import CVAE, CompletionBaseline  # isort: skip
 from ppvae.models.ssvae import SSVAE  # isort: skip
 from ppvae.models.m1m2 import M1Codes  # isort: skip
+from ppvae.models.autoencoder import Autoencoder, LinearAutoencoder  # isort: skip
+from ppvae.models.denoising import DenoisingAutoencoder, DenoisingVAE  # isort: skip
+from ppvae.models.sparse import SparseAutoencoder  # isort: skip
+from ppvae.models.contractive import ContractiveAutoencoder  # isort: skip
+from ppvae.models.psd import PredictiveSparseDecomposition  # isort: skip
 
-__all__ = ["CVAE", "REGISTRY", "SSVAE", "VAE", "CompletionBaseline", "FigureSpec",
-           "LatentVariableModel", "LinearGaussian", "M1Codes", "ModelEntry", "register"]
+__all__ = ["CVAE", "REGISTRY", "SSVAE", "VAE", "Autoencoder", "CompletionBaseline",
+           "ContractiveAutoencoder", "DenoisingAutoencoder", "DenoisingVAE", "FigureSpec",
+           "LatentVariableModel", "LinearAutoencoder", "LinearGaussian", "M1Codes", "ModelEntry",
+           "PredictiveSparseDecomposition", "SparseAutoencoder", "register"]

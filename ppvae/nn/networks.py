@@ -27,6 +27,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
     "softplus": nn.Softplus,
     "leaky_relu": nn.LeakyReLU,
+    "sigmoid": nn.Sigmoid,
 }
 
 

@@ -1,6 +1,8 @@
 """Generative pieces shared by all models: priors p(z), observation models
-p(x | z[, y]) and amortized diagonal-Gaussian posteriors q(z | x[, y])."""
+p(x | z[, y]), amortized diagonal-Gaussian posteriors q(z | x[, y]) and the
+corruption processes of denoising models."""
 
+from ppvae.pieces.corruption import NOISES, Corruption
 from ppvae.pieces.detach import detach_distribution
 from ppvae.pieces.likelihoods import (
     LIKELIHOODS,
@@ -12,14 +14,18 @@ from ppvae.pieces.likelihoods import (
     make_likelihood,
 )
 from ppvae.pieces.posteriors import DiagonalGaussian
-from ppvae.pieces.priors import StandardNormalPrior
+from ppvae.pieces.priors import FlatPrior, LaplacePrior, StandardNormalPrior
 
 __all__ = [
     "LIKELIHOODS",
+    "NOISES",
     "BernoulliLikelihood",
     "ContinuousBernoulliLikelihood",
+    "Corruption",
     "DiagonalGaussian",
+    "FlatPrior",
     "GaussianLikelihood",
+    "LaplacePrior",
     "ObservationModel",
     "StandardNormalPrior",
     "check_support",
