@@ -7,6 +7,8 @@ from ppvae.train.plans import (
     PLANS,
     AdversarialPlan,
     ELBOPlan,
+    JointPlan,
+    LayerwisePlan,
     ReconstructionPlan,
     SemiSupervisedPlan,
     TrainingDiverged,
@@ -14,6 +16,6 @@ from ppvae.train.plans import (
     make_plan,
 )
 
-__all__ = ["PLANS", "AdversarialPlan", "ELBOPlan", "History", "ReconstructionPlan",
-           "SemiSupervisedPlan", "TrainingDiverged", "TrainingPlan", "evaluate", "fit",
-           "make_plan"]
+__all__ = ["PLANS", "AdversarialPlan", "ELBOPlan", "History", "JointPlan", "LayerwisePlan",
+           "ReconstructionPlan", "SemiSupervisedPlan", "TrainingDiverged", "TrainingPlan",
+           "evaluate", "fit", "make_plan"]

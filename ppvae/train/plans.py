@@ -18,6 +18,10 @@ new plan here, registered in :data:`PLANS`, never an edit of ``fit``.
   autoencoders, reconstruction plus the penalties the model declares.
 - :class:`AdversarialPlan` (``"adversarial"``): two optimizers, a
   discriminator's and the rest's.
+- :class:`LayerwisePlan` (``"layerwise"``): stacked autoencoders, greedy
+  layer-wise pretraining then fine-tuning of the whole stack.
+- :class:`JointPlan` (``"joint"``): reconstruction of all points plus
+  classification of the labelled ones, on mixed labelled/unlabelled batches.
 
 Each Lightning step takes a group of consecutive batches
 (:class:`ppvae.train.batches.Groups`) and makes one optimizer step per batch
@@ -50,6 +54,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import is_validation_enabled
 from torch import Tensor, nn
+from torch.nn.functional import cross_entropy
 
 from ppvae import accel
 from ppvae.data import Dataset, LabelSplit, label_split
@@ -178,7 +183,7 @@ class TrainingPlan(L.LightningModule):
             self.check_first(batch, lambda: self.loss(batch, index, total))
         loss = self.loss(batch, index, total)
         loss = self.checked(loss, batch, index, **{self.train_metric: loss})
-        optimizer = self.optimizers()
+        optimizer = self.step_optimizer()
         if last:
             optimizer.zero_grad()
             self.manual_backward(loss)
@@ -187,6 +192,11 @@ class TrainingPlan(L.LightningModule):
             optimizer.optimizer.zero_grad()
             loss.backward()
             optimizer.optimizer.step()
+
+    def step_optimizer(self) -> Any:
+        """The (Lightning) optimizer :meth:`train_batch` steps: the plan's
+        one optimizer (a plan with several chooses)."""
+        return self.optimizers()
 
     def checked(self, loss: Tensor, batch: tuple[Tensor, ...], index: int,
                 **metrics: Tensor) -> Tensor:
@@ -392,10 +402,7 @@ class SemiSupervisedPlan(ELBOPlan):
                  accel: bool = True) -> None:
         super().__init__(model, num_particles=num_particles, kl_warmup_epochs=kl_warmup_epochs,
                          lr=lr, seed=seed, accel=accel)
-        if labels is None:
-            raise ValueError(f"{type(model).__name__} trains on a Dataset with labels=N (the "
-                             "number of labelled training points) or labels=label_split(...)")
-        self.labels = labels
+        self.labels = required_labels(model, labels)
         self.labelled_per_batch = labelled_per_batch
         self.setting = check_labelled_weight(labelled_weight)
         self.objective = SemiSupervisedELBO(alpha, num_particles)  # weight set with the batches
@@ -403,34 +410,16 @@ class SemiSupervisedPlan(ELBOPlan):
     def batches(self, data: Any, *, batch_size: int, val_batch_size: int, seed: int,
                 epoch: Callable[[], int], shard: Callable[[], tuple[int, int]]
                 ) -> tuple[Iterable, Iterable | None]:
-        model, labels = self.model, self.labels
-        if not isinstance(data, Dataset):
-            raise ValueError(f"{type(model).__name__} trains on a Dataset with labels=N")
-        if isinstance(labels, int):
-            labels = label_split(data.train, labels, data.num_classes, seed)
-        dynamic = data.binarize == "dynamic"
-        support = "unit" if dynamic else None
-        x_l = contract.prepare(model, labels.labelled.x, name="labelled data", support=support)
-        y_l = model.prepare_labels(labels.labelled.y, len(x_l), name="labels")
-        x_u = contract.prepare(model, labels.unlabelled.x, name="unlabelled data",
-                               support=support)
-        scales = tuple(None if s is None else s.to(device=x.device, dtype=x.dtype)
-                       for s, x in ((labels.labelled.scale, x_l), (labels.unlabelled.scale, x_u)))
-        train = MixedBatches((x_l, y_l), x_u, batch_size=batch_size,
-                             labelled_per_batch=self.labelled_per_batch or max(1, batch_size // 10),
-                             dynamic_binarization=dynamic, noise_scale=scales, seed=seed,
-                             epoch=epoch, shard=shard)
+        train, val = labelled_batches(self.model, data, self.labels, self.labelled_per_batch,
+                                      batch_size=batch_size, val_batch_size=val_batch_size,
+                                      seed=seed, epoch=epoch, shard=shard)
         self.objective.labelled_weight = labelled_weight(self.setting, train)
-        if not len(data.val):
-            return train, None
-        val_x = contract.prepare(model, data.val.x, name="validation data")
-        val_y = model.prepare_labels(data.val.y, len(val_x), name="validation labels")
-        return train, EpochBatches(val_x, val_y, batch_size=val_batch_size, shard=shard)
+        return train, val
 
     def num_points(self, batch: tuple[Tensor, ...]) -> int:
         """Labelled plus unlabelled points of ``(x_l, y_l, x_u)``, or the
         points of a validation batch ``(x, y)``."""
-        return len(batch[0]) + (len(batch[2]) if len(batch) == 3 else 0)
+        return mixed_points(batch)
 
     def loss(self, batch: tuple[Tensor, ...], index: int, total: int) -> Tensor:
         return self.objective(self.model, batch, self.kl_weight(index, total))
@@ -456,6 +445,54 @@ def labelled_weight(setting: float | str, batches: MixedBatches) -> float:
         n_l, n_u = batches.labelled_per_batch, batches.unlabelled.batch_size
         return (len(batches.labelled[0]) / n_l) / (len(batches.unlabelled.tensors[0]) / n_u)
     return setting
+
+
+def required_labels(model: nn.Module, labels: LabelSplit | int | None) -> LabelSplit | int:
+    """``labels`` of a semi-supervised plan; ``ValueError`` if none are given."""
+    if labels is None:
+        raise ValueError(f"{type(model).__name__} trains on a Dataset with labels=N (the "
+                         "number of labelled training points) or labels=label_split(...)")
+    return labels
+
+
+def labelled_batches(model: nn.Module, data: Any, labels: LabelSplit | int,
+                     labelled_per_batch: int | None, *, batch_size: int, val_batch_size: int,
+                     seed: int, epoch: Callable[[], int], shard: Callable[[], tuple[int, int]]
+                     ) -> tuple[MixedBatches, Iterable | None]:
+    """The batches of the semi-supervised plans: training batches ``(x_l, y_l,
+    x_u)`` (:class:`~ppvae.train.batches.MixedBatches`, ``labelled_per_batch``
+    labelled points, default batch_size // 10, beside ``batch_size``
+    unlabelled ones) and validation batches ``(x, y)``, checked by the
+    model's ``prepare`` and ``prepare_labels(y, n, name=...)``.
+
+    ``labels``: how many training labels to keep (balanced over classes,
+    chosen by ``seed``) or a :class:`ppvae.data.LabelSplit`."""
+    if not isinstance(data, Dataset):
+        raise ValueError(f"{type(model).__name__} trains on a Dataset with labels=N")
+    if isinstance(labels, int):
+        labels = label_split(data.train, labels, data.num_classes, seed)
+    dynamic = data.binarize == "dynamic"
+    support = "unit" if dynamic else None
+    x_l = contract.prepare(model, labels.labelled.x, name="labelled data", support=support)
+    y_l = model.prepare_labels(labels.labelled.y, len(x_l), name="labels")
+    x_u = contract.prepare(model, labels.unlabelled.x, name="unlabelled data", support=support)
+    scales = tuple(None if s is None else s.to(device=x.device, dtype=x.dtype)
+                   for s, x in ((labels.labelled.scale, x_l), (labels.unlabelled.scale, x_u)))
+    train = MixedBatches((x_l, y_l), x_u, batch_size=batch_size,
+                         labelled_per_batch=labelled_per_batch or max(1, batch_size // 10),
+                         dynamic_binarization=dynamic, noise_scale=scales, seed=seed,
+                         epoch=epoch, shard=shard)
+    if not len(data.val):
+        return train, None
+    val_x = contract.prepare(model, data.val.x, name="validation data")
+    val_y = model.prepare_labels(data.val.y, len(val_x), name="validation labels")
+    return train, EpochBatches(val_x, val_y, batch_size=val_batch_size, shard=shard)
+
+
+def mixed_points(batch: tuple[Tensor, ...]) -> int:
+    """Labelled plus unlabelled points of a training batch ``(x_l, y_l,
+    x_u)``, or the points of a validation batch ``(x, y)``."""
+    return len(batch[0]) + (len(batch[2]) if len(batch) == 3 else 0)
 
 
 class ReconstructionPlan(TrainingPlan):
@@ -495,6 +532,175 @@ class ReconstructionPlan(TrainingPlan):
         with pyro.validation_enabled(False):
             reconstruction, penalty = self.terms(batch)
         return {"val_loss": reconstruction + penalty, "val_reconstruction": reconstruction}
+
+
+class LayerwisePlan(ReconstructionPlan):
+    """Greedy layer-wise pretraining, then fine-tuning of the whole stack:
+    stacked (denoising) autoencoders (Bengio, Lamblin, Popovici & Larochelle
+    2007; Vincent et al. 2010; fine-tuning as Hinton & Salakhutdinov 2006).
+
+    The model declares ``num_layers`` (L), ``layer_loss(k, *batch)``, the
+    loss per data point of layer k (k = 0, ..., L - 1) trained alone (a
+    one-layer autoencoder of that layer's input: the data for k = 0, the
+    codes of the layers below, held fixed, above), and
+    ``layer_parameters(k)``, the parameters that loss trains. Epoch e (from
+    0) minimizes:
+
+    - ``layer_loss(e // layer_epochs)`` while e < L * ``layer_epochs``
+      (pretraining, one layer after the other, bottom up), over that layer's
+      parameters alone;
+    - afterwards the :class:`ReconstructionPlan` loss of the whole model over
+      all its parameters (fine-tuning of the unrolled autoencoder).
+
+    Each phase has its own Adam optimizer, which starts with fresh moments.
+    In pretraining the other parameters enter the loss with weight 0, so
+    that every step's graph holds all parameters, as data parallelism (DDP)
+    asks; their optimizers do not step.
+
+    Logged: ``train_loss`` (the loss of the epoch's phase: layer k's, then
+    the whole model's) and, every epoch, the whole model's ``val_loss`` and
+    ``val_reconstruction`` on the validation data. With pretraining
+    (``layer_epochs > 0``) the plan monitors nothing: there is no early
+    stopping (``fit``'s ``patience`` has no effect, so it cannot stop a run
+    in pretraining, whose whole-model losses, with the upper layers still
+    untrained, do not rank the epochs) and the last epoch's weights are kept.
+    With ``layer_epochs = 0`` it is the :class:`ReconstructionPlan`, early
+    stopping included.
+
+    Args:
+        layer_epochs: epochs of pretraining per layer (0: none).
+        lr, seed, accel: as for :class:`TrainingPlan`.
+    """
+
+    name = "layerwise"
+
+    def __init__(self, model: nn.Module, *, layer_epochs: int = 10, lr: float = 1e-3,
+                 seed: int = 0, accel: bool = True) -> None:
+        super().__init__(model, lr=lr, seed=seed, accel=accel)
+        if not isinstance(getattr(model, "num_layers", None), int) or not all(
+                callable(getattr(model, name, None)) for name in ("layer_loss",
+                                                                  "layer_parameters")):
+            raise ValueError(f"the layerwise plan needs {type(model).__name__}.num_layers, "
+                             ".layer_loss(k, ...) and .layer_parameters(k)")
+        if isinstance(layer_epochs, bool) or not isinstance(layer_epochs, int) or \
+                layer_epochs < 0:
+            raise ValueError(f"layer_epochs must be a whole number >= 0, got {layer_epochs!r}")
+        self.layer_epochs = layer_epochs
+        self.num_layers = model.num_layers
+        if layer_epochs > 0:
+            self.monitor = None
+
+    def layer(self, epoch: int) -> int | None:
+        """The layer trained alone in (0-based) ``epoch``; None in fine-tuning."""
+        k = epoch // self.layer_epochs if self.layer_epochs else self.num_layers
+        return k if k < self.num_layers else None
+
+    def check_first(self, batch: tuple[Tensor, ...], compute: Callable[[], Any]) -> None:
+        """The first step's check (:meth:`TrainingPlan.check_first`) runs the
+        whole model's loss through Pyro, whatever the phase."""
+        super().check_first(batch, lambda: self.terms(batch))
+
+    def loss(self, batch: tuple[Tensor, ...], index: int, total: int) -> Tensor:
+        k = self.layer(self.current_epoch)
+        if k is None:
+            return super().loss(batch, index, total)
+        unused = sum(p.sum() for p in self.model.parameters())
+        return self.model.layer_loss(k, *batch) + 0.0 * unused
+
+    def step_optimizer(self) -> Any:
+        """The optimizer of this epoch's phase: layer k's, or the whole model's."""
+        k = self.layer(self.current_epoch)
+        return self.optimizers()[self.num_layers if k is None else k]
+
+    def configure_optimizers(self) -> Any:
+        model = self.model
+        return [*(adam(model.layer_parameters(k), self.lr) for k in range(self.num_layers)),
+                adam(model.parameters(), self.lr)]
+
+
+class JointPlan(ReconstructionPlan):
+    """Reconstruction of all the data plus classification of the labelled
+    part, through one encoder: the semi-supervised autoencoder of Ranzato &
+    Szummer (2008), and the supervised cost plus reconstruction cost of
+    Rasmus et al. (2015) in its simplest form (one reconstruction term, at
+    the input).
+
+    Batches ``(x_l, y_l, x_u)`` are made as for :class:`SemiSupervisedPlan`.
+    The loss per data point of a batch minimized is
+
+        [sum_u r(x_u) + w sum_l r(x_l)] / (n_u + w n_l)
+            + alpha * (1 / n_l) sum_l -log softmax(classifier(x_l))[y_l]
+
+    with r(x) the :class:`ReconstructionPlan` loss of a point (the negative
+    ELBO of the point-mass pair plus the declared penalties) and w the
+    weight of a labelled point in the reconstruction term; the
+    classification term is a mean over the labelled points whatever w.
+
+    The model declares ``classifier(x)`` (class logits, computed from the
+    encoder's code) and ``prepare_labels(y, n, name=...)``. Logged:
+    ``train_loss``, and on the validation data ``val_loss`` (the
+    reconstruction loss with penalties, which early stopping and the best
+    weights follow: the validation labels are reported, never used to
+    choose), ``val_reconstruction`` and ``val_accuracy`` of the classifier.
+
+    Args:
+        labels, labelled_per_batch, labelled_weight: as for
+            :class:`SemiSupervisedPlan` (``labels`` is required).
+        alpha: weight of the mean cross-entropy of the labelled points
+            (0: a plain autoencoder's loss).
+        lr, seed, accel: as for :class:`TrainingPlan`.
+    """
+
+    name = "joint"
+
+    def __init__(self, model: nn.Module, *, labels: LabelSplit | int | None = None,
+                 labelled_per_batch: int | None = None, alpha: float = 1.0,
+                 labelled_weight: float | str = 1.0, lr: float = 1e-3, seed: int = 0,
+                 accel: bool = True) -> None:
+        super().__init__(model, lr=lr, seed=seed, accel=accel)
+        for name in ("classifier", "prepare_labels"):
+            if not callable(getattr(model, name, None)):
+                raise ValueError(f"the joint plan needs {type(model).__name__}.{name}(...)")
+        if not alpha >= 0:
+            raise ValueError(f"alpha must be non-negative, got {alpha}")
+        self.labels = required_labels(model, labels)
+        self.labelled_per_batch = labelled_per_batch
+        self.setting = check_labelled_weight(labelled_weight)
+        self.alpha = float(alpha)
+        #: w, the weight of a labelled point in the reconstruction term (set
+        #: with the batches)
+        self.weight = self.setting if isinstance(self.setting, float) else 1.0
+
+    def batches(self, data: Any, *, batch_size: int, val_batch_size: int, seed: int,
+                epoch: Callable[[], int], shard: Callable[[], tuple[int, int]]
+                ) -> tuple[Iterable, Iterable | None]:
+        train, val = labelled_batches(self.model, data, self.labels, self.labelled_per_batch,
+                                      batch_size=batch_size, val_batch_size=val_batch_size,
+                                      seed=seed, epoch=epoch, shard=shard)
+        self.weight = labelled_weight(self.setting, train)
+        return train, val
+
+    def num_points(self, batch: tuple[Tensor, ...]) -> int:
+        """Labelled plus unlabelled points of ``(x_l, y_l, x_u)``, or the
+        points of a validation batch ``(x, y)``."""
+        return mixed_points(batch)
+
+    def loss(self, batch: tuple[Tensor, ...], index: int, total: int) -> Tensor:
+        x_l, y_l, x_u = batch
+        n_u, n_l, w = len(x_u), len(x_l), self.weight
+        loss = n_u * sum(self.terms((x_u,))) if n_u else 0.0
+        if n_l:
+            loss = loss + w * n_l * sum(self.terms((x_l,)))
+        # a sum over no labelled point (a data-parallel slice) is 0, its graph
+        # still holding the classifier's parameters, as DDP asks
+        classification = cross_entropy(self.model.classifier(x_l), y_l, reduction="sum")
+        return loss / (n_u + w * n_l) + self.alpha * classification / max(n_l, 1)
+
+    def validate(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        x, y = batch
+        metrics = super().validate((x,))
+        accuracy = (self.model.classifier(x).argmax(-1) == y).to(torch.float32).mean()
+        return {**metrics, "val_accuracy": accuracy}
 
 
 class AdversarialPlan(TrainingPlan):
@@ -562,7 +768,8 @@ class AdversarialPlan(TrainingPlan):
 
 #: the plans ``fit(plan=NAME)`` and a model's ``default_plan`` name
 PLANS: dict[str, type[TrainingPlan]] = {
-    plan.name: plan for plan in (ELBOPlan, SemiSupervisedPlan, ReconstructionPlan, AdversarialPlan)
+    plan.name: plan for plan in (ELBOPlan, SemiSupervisedPlan, ReconstructionPlan, AdversarialPlan,
+                                 LayerwisePlan, JointPlan)
 }
 
 
