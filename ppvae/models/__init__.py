@@ -14,8 +14,11 @@ from ppvae.models.denoising import DenoisingAutoencoder, DenoisingVAE  # isort: 
 from ppvae.models.sparse import SparseAutoencoder  # isort: skip
 from ppvae.models.contractive import ContractiveAutoencoder  # isort: skip
 from ppvae.models.psd import PredictiveSparseDecomposition  # isort: skip
+from ppvae.models.stacked import StackedAutoencoder  # isort: skip
+from ppvae.models.joint import JointAutoencoder  # isort: skip
 
 __all__ = ["CVAE", "REGISTRY", "SSVAE", "VAE", "Autoencoder", "CompletionBaseline",
            "ContractiveAutoencoder", "DenoisingAutoencoder", "DenoisingVAE", "FigureSpec",
-           "LatentVariableModel", "LinearAutoencoder", "LinearGaussian", "M1Codes", "ModelEntry",
-           "PredictiveSparseDecomposition", "SparseAutoencoder", "register"]
+           "JointAutoencoder", "LatentVariableModel", "LinearAutoencoder", "LinearGaussian", "M1Codes", "ModelEntry",
+           "PredictiveSparseDecomposition", "SparseAutoencoder", "StackedAutoencoder",
+           "register"]

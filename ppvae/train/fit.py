@@ -186,6 +186,7 @@ def fit(
         start = time.perf_counter()
         # DDP synchronizes gradients once per Lightning step: one batch each there
         groups = Groups(train_batches, lambda: BATCHES_PER_STEP if trainer.world_size == 1 else 1)
+        model.train()  # as a fresh module is; a model fit before was left in eval mode
         trainer.fit(module, train_dataloaders=groups, val_dataloaders=val_batches,
                     ckpt_path=None if checkpoint is None else str(checkpoint))
     history = history_cb.history
