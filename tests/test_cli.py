@@ -299,10 +299,14 @@ def test_a_registered_model_is_listed_trained_and_evaluated(linear_vae, tmp_path
     assert "unrecognized arguments: --hidden" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model", ["ae", "dae", "sparse-ae", "cae", "psd", "linear-ae"])
-def test_an_autoencoder_trains_and_is_evaluated_by_its_reconstruction(model, tmp_path, capsys):
+@pytest.mark.parametrize("model, options", [
+    ("ae", []), ("dae", []), ("sparse-ae", []), ("cae", []), ("psd", []), ("linear-ae", []),
+    ("stacked-ae", ["--sizes", "32", "8", "--layer-epochs", "1", "--epochs", "3"]),
+    ("joint-ae", ["--labels", "100"])])
+def test_an_autoencoder_trains_and_is_evaluated_by_its_reconstruction(model, options, tmp_path,
+                                                                      capsys):
     run = tmp_path / model
-    assert main(["train", "--model", model, "--epochs", "2", "--no-progress",
+    assert main(["train", "--model", model, "--epochs", "2", "--no-progress", *options,
                  "--out", str(run)]) == 0
     assert (run / "reconstructions.png").is_file() and not (run / "samples.png").exists()
     assert main(["evaluate", str(run)]) == 0

@@ -11,7 +11,8 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ["01_vae_basics", "02_log_likelihood", "03_semi_supervised", "04_conditional"]
+NAMES = ["01_vae_basics", "02_log_likelihood", "03_semi_supervised", "04_conditional",
+         "05_autoencoders"]
 NOTEBOOKS = [NOTEBOOK_DIR / f"{name}.ipynb" for name in NAMES]
 QUICK_ENV = "PPVAE_NOTEBOOK_QUICK"
 CELL_TIMEOUT = 300  # seconds; a quick run takes seconds per notebook
