@@ -132,19 +132,6 @@ class Autoencoder(LatentVariableModel):
         """Codes f(x) ``(batch, latent_dim)`` of a batch (validated input)."""
         return self.code(self.prepare(x))
 
-    @torch.no_grad()
-    def decode(self, z: Tensor) -> Tensor:
-        """E[x | z] for codes ``(batch, latent_dim)``: flattened images."""
-        z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
-        if z.shape[-1] != self.latent_dim:
-            raise ValueError(f"z must end in latent_dim={self.latent_dim}, got {tuple(z.shape)}")
-        return self.likelihood.mean(z)
-
-    @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """E[x | z = f(x)]: reconstructions of a batch."""
-        return self.decode(self.encode(x))
-
     def sample(self, num_samples: int, **kwargs: Any) -> Tensor:
         """Not offered: an autoencoder's prior is not a distribution to draw
         codes from (use a VAE or an adversarial autoencoder)."""

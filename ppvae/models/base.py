@@ -144,6 +144,21 @@ class LatentVariableModel(nn.Module):
                               **kwargs)
 
     @torch.no_grad()
+    def decode(self, z: Tensor) -> Tensor:
+        """E[x | z] for codes ``(batch, latent_dim)``: flattened images (for a
+        model with one latent of ``latent_dim`` and a ``likelihood``)."""
+        z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
+        if z.shape[-1] != self.latent_dim:
+            raise ValueError(f"z must end in latent_dim={self.latent_dim}, got {tuple(z.shape)}")
+        return self.likelihood.mean(z)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """E[x | z = encode(x)] (the code, or the mean of q(z | x)):
+        reconstructions of a batch."""
+        return self.decode(self.encode(x))
+
+    @torch.no_grad()
     def figures(self, data: Any, num: int | None = None) -> dict[str, FigureSpec]:
         """The figures this model offers for a data set (``ppvae train`` draws
         them all; ``ppvae sample``, ``reconstruct`` and ``latent-map`` one

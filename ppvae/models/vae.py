@@ -118,19 +118,6 @@ class VAE(LatentVariableModel):
         return q.sample() if sample else q.mean
 
     @torch.no_grad()
-    def decode(self, z: Tensor) -> Tensor:
-        """E[x | z] for codes ``(batch, latent_dim)``: flattened images."""
-        z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
-        if z.shape[-1] != self.latent_dim:
-            raise ValueError(f"z must end in latent_dim={self.latent_dim}, got {tuple(z.shape)}")
-        return self.likelihood.mean(z)
-
-    @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """E[x | z = mean of q(z | x)]: reconstructions of a batch."""
-        return self.decode(self.encode(x))
-
-    @torch.no_grad()
     def sample(self, num_samples: int, *, mean: bool = True) -> Tensor:
         """Draw z ~ p(z) and return E[x | z] (``mean=True``) or x ~ p(x | z)."""
         if num_samples < 1:
