@@ -12,7 +12,7 @@ from torch.nn.functional import cross_entropy
 
 from ppvae.data import Dataset, LabelSplit
 from ppvae.train.batches import EpochBatches
-from ppvae.train.fit import _quiet_lightning
+from ppvae.train.fit import quiet_lightning
 from ppvae.train.plans import adam
 
 
@@ -47,7 +47,7 @@ def fit_classifier(net: nn.Module, data: Dataset, labels: LabelSplit, *, epochs:
     ``progress`` shows a bar on a terminal (none without one)."""
     L.seed_everything(seed, verbose=False)
     module = ClassifierModule(net, lr)
-    with _quiet_lightning():
+    with quiet_lightning():
         trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False,
                             enable_checkpointing=False, enable_progress_bar=progress and sys.stderr.isatty(),
                             enable_model_summary=False, num_sanity_val_steps=0)

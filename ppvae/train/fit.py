@@ -30,7 +30,7 @@ BATCHES_PER_STEP = 32
 
 
 @contextmanager
-def _quiet_lightning() -> Iterator[None]:
+def quiet_lightning() -> Iterator[None]:
     """Silence Lightning's start-up chatter (device summaries, tips)."""
     loggers = [logging.getLogger(n) for n in (
         "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
@@ -173,7 +173,7 @@ def fit(
     loggers = _writers(out_dir, callbacks) if out_dir is not None else []
     # "auto" leaves the strategy to Lightning (one device on a CPU)
     parallel = num_nodes != 1 or devices not in (1, "1", "auto")
-    with _quiet_lightning():
+    with quiet_lightning():
         trainer = L.Trainer(  # the batches read its epoch and rank through the closures above
             max_epochs=epochs, max_time=None if max_minutes is None else timedelta(minutes=max_minutes),
             accelerator=accelerator, devices=devices, num_nodes=num_nodes,
