@@ -110,3 +110,46 @@ def test_detached_distribution_keeps_values_and_drops_the_graph():
     assert torch.allclose(fn.log_prob(z), q.log_prob(z).sum())
     fn.log_prob(z).backward()
     assert loc.grad is None and z.grad is not None
+
+
+def test_the_gaussian_mixture_prior_is_its_formula_and_draws_its_petals():
+    import math
+
+    from ppvae.pieces import GaussianMixturePrior
+
+    prior = GaussianMixturePrior(components=4, radius=3.0, radial_scale=0.8, tangential_scale=0.2)
+    z = torch.tensor([[3.0, 0.0], [0.0, 3.1], [1.0, 1.0]])
+    parts = []
+    for k in range(4):
+        a = 2 * math.pi * k / 4
+        r = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        cov = r @ torch.diag(torch.tensor([0.64, 0.04])) @ r.T
+        parts.append(torch.distributions.MultivariateNormal(3 * r[:, 0], cov).log_prob(z))
+    expected = torch.logsumexp(torch.stack(parts), 0) - math.log(4)
+    torch.testing.assert_close(prior().log_prob(z), expected)
+    torch.manual_seed(0)
+    draws = prior.sample(20000)
+    nearest = torch.cdist(draws, prior.component_means()).argmin(1)
+    assert torch.bincount(nearest).min() > 4500  # equal weights
+    along = draws[nearest == 0]  # the petal on the x axis: radial sd 0.8, tangential 0.2
+    assert abs(float(along[:, 0].std()) - 0.8) < 0.05 and abs(float(along[:, 1].std()) - 0.2) < 0.02
+
+
+def test_the_swiss_roll_is_known_by_its_draws_only():
+    import pyro.distributions as dist
+
+    from ppvae.pieces import StandardNormalPrior, SwissRollPrior
+
+    roll = SwissRollPrior(radius=4.0, turns=1.5, noise=0.0)
+    torch.manual_seed(0)
+    z = roll.sample(5000)
+    radius = z.norm(dim=1)
+    assert float(radius.max()) <= 4.0 + 1e-5 and z.shape == (5000, 2)
+    # on the spiral: the direction is the angle a = radius / 4 * 2 pi * 1.5
+    a = radius / 4.0 * 2 * torch.pi * 1.5
+    torch.testing.assert_close(z, radius[:, None] * torch.stack([a.cos(), a.sin()], -1),
+                               atol=1e-4, rtol=0)
+    assert isinstance(roll(), dist.ImproperUniform)
+    assert StandardNormalPrior(3).sample(7).shape == (7, 3)
+    with pytest.raises(ValueError):
+        SwissRollPrior(turns=0)

@@ -14,7 +14,13 @@ from ppvae.pieces.likelihoods import (
     make_likelihood,
 )
 from ppvae.pieces.posteriors import DiagonalGaussian
-from ppvae.pieces.priors import FlatPrior, LaplacePrior, StandardNormalPrior
+from ppvae.pieces.priors import (
+    FlatPrior,
+    GaussianMixturePrior,
+    LaplacePrior,
+    StandardNormalPrior,
+    SwissRollPrior,
+)
 
 __all__ = [
     "LIKELIHOODS",
@@ -25,9 +31,11 @@ __all__ = [
     "DiagonalGaussian",
     "FlatPrior",
     "GaussianLikelihood",
+    "GaussianMixturePrior",
     "LaplacePrior",
     "ObservationModel",
     "StandardNormalPrior",
+    "SwissRollPrior",
     "check_support",
     "detach_distribution",
     "make_likelihood",

@@ -3,10 +3,15 @@
 Each is called with an optional context (ignored here, so that it stands
 wherever a conditional prior p(z | c) does) and returns a distribution with
 empty batch shape and a ``latent_dim`` event; an enclosing
-``pyro.plate("data", ...)`` broadcasts it over the batch.
+``pyro.plate("data", ...)`` broadcasts it over the batch. ``sample(n)`` draws
+n codes ``(n, latent_dim)`` (what an adversarial autoencoder's discriminator
+sees as real); a prior known by its draws only (:class:`SwissRollPrior`)
+has no density, and its distribution is the improper flat one.
 """
 
 from __future__ import annotations
+
+import math
 
 import pyro.distributions as dist
 import torch
@@ -24,6 +29,10 @@ class StandardNormalPrior(nn.Module):
 
     def forward(self, context: Tensor | None = None) -> dist.Distribution:
         return dist.Normal(self.loc, self.scale).to_event(1)
+
+    def sample(self, n: int) -> Tensor:
+        """n draws ``(n, latent_dim)``."""
+        return self().sample((n,))
 
 
 class FlatPrior(nn.Module):
@@ -55,3 +64,73 @@ class LaplacePrior(nn.Module):
 
     def forward(self, context: Tensor | None = None) -> dist.Distribution:
         return dist.Laplace(self.loc, self.scale).to_event(1)
+
+    def sample(self, n: int) -> Tensor:
+        """n draws ``(n, latent_dim)``."""
+        return self().sample((n,))
+
+
+class GaussianMixturePrior(nn.Module):
+    """A mixture of K equally weighted 2-d Gaussians whose means sit on a
+    circle of ``radius`` at angles 2 pi k / K, each elongated along its radius
+    (standard deviations ``radial_scale`` along it, ``tangential_scale``
+    across): the "petals" prior of Makhzani et al. (2015, Fig. 4)::
+
+        p(z) = (1 / K) sum_k N(z; R_k (radius, 0), R_k diag(radial^2, tangential^2) R_k^T)
+
+    with R_k the rotation by 2 pi k / K. A proper density."""
+
+    def __init__(self, components: int = 10, radius: float = 4.0, radial_scale: float = 1.0,
+                 tangential_scale: float = 0.25) -> None:
+        super().__init__()
+        if components < 1 or not (radius >= 0 and radial_scale > 0 and tangential_scale > 0):
+            raise ValueError("a Gaussian mixture prior needs components >= 1, radius >= 0 and "
+                             f"positive scales, got {components}, {radius}, {radial_scale}, "
+                             f"{tangential_scale}")
+        self.latent_dim, self.components = 2, components
+        angle = 2 * math.pi * torch.arange(components) / components
+        rotation = torch.stack([torch.stack([angle.cos(), -angle.sin()], -1),
+                                torch.stack([angle.sin(), angle.cos()], -1)], -2)  # (K, 2, 2)
+        self.register_buffer("loc", radius * rotation[..., 0])
+        self.register_buffer("scale_tril", torch.linalg.cholesky(
+            rotation @ torch.diag(torch.tensor([radial_scale, tangential_scale]) ** 2)
+            @ rotation.transpose(-1, -2)))
+
+    def forward(self, context: Tensor | None = None) -> dist.Distribution:
+        weights = dist.Categorical(logits=self.loc.new_zeros(self.components))
+        return dist.MixtureSameFamily(weights, dist.MultivariateNormal(
+            self.loc, scale_tril=self.scale_tril))
+
+    def sample(self, n: int) -> Tensor:
+        """n draws ``(n, 2)``."""
+        return self().sample((n,))
+
+    def component_means(self) -> Tensor:
+        """The K means ``(K, 2)``."""
+        return self.loc
+
+
+class SwissRollPrior(nn.Module):
+    """Codes on a 2-d swiss roll, known by their draws only (Makhzani et al.
+    2015, Fig. 4): u ~ U(0, 1), angle a = ``turns`` * 2 pi sqrt(u), z = (a cos a,
+    a sin a) / (``turns`` * 2 pi) * ``radius`` + ``noise`` * eps. It has no
+    density: as a distribution it is the improper flat prior (the
+    adversarial autoencoder matches it through its draws), so a model with it
+    is not a density of x."""
+
+    def __init__(self, radius: float = 4.0, turns: float = 1.5, noise: float = 0.05) -> None:
+        super().__init__()
+        if not (radius > 0 and turns > 0 and noise >= 0):
+            raise ValueError(f"a swiss roll needs positive radius and turns and noise >= 0, got "
+                             f"{radius}, {turns}, {noise}")
+        self.latent_dim, self.radius, self.turns, self.noise = 2, radius, turns, noise
+        self.register_buffer("anchor", torch.zeros(()))  # the device of the draws
+
+    def forward(self, context: Tensor | None = None) -> dist.Distribution:
+        return dist.ImproperUniform(dist.constraints.real, (), (2,))
+
+    def sample(self, n: int) -> Tensor:
+        """n draws ``(n, 2)``, from torch's random state."""
+        a = 2 * math.pi * self.turns * torch.rand(n, device=self.anchor.device).sqrt()
+        z = torch.stack([a * a.cos(), a * a.sin()], -1) * (self.radius / (2 * math.pi * self.turns))
+        return z + self.noise * torch.randn_like(z)
