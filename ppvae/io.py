@@ -306,8 +306,8 @@ def evaluate_run(run_dir: str | os.PathLike, num_samples: int = 1000,
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
     run_dir, fabric = open_run(run_dir), None  # a bad run fails before any process starts
-    if not is_density(entry(run_config(run_dir)["model"]).cls):
-        model, data = load_run(run_dir, seed)
+    model, data = load_run(run_dir, seed)
+    if not is_density(model):
         start = time.perf_counter()
         result = reconstruction_error(model.model, model.guide,
                                       *model.model_args(getattr(data, split), max_points))
@@ -317,8 +317,7 @@ def evaluate_run(run_dir: str | os.PathLike, num_samples: int = 1000,
         return result, seconds
     if devices * num_nodes > 1:  # every process runs the rest of this function
         fabric = launch_processes(accelerator, devices, num_nodes)
-    model, data = load_run(run_dir, seed)
-    model = model.to(fabric.device) if fabric is not None else model
+        model = model.to(fabric.device)
     start = time.perf_counter()
     result = log_likelihood(model.model, model.guide,
                             *model.model_args(getattr(data, split), max_points),

@@ -316,3 +316,15 @@ def test_an_autoencoder_trains_and_is_evaluated_by_its_reconstruction(model, opt
     assert "squared error per point" in capsys.readouterr().out
     assert main(["sample", str(run)]) == 2
     assert "offers no samples figure" in capsys.readouterr().err
+
+
+def test_an_adversarial_autoencoder_is_evaluated_as_what_it_is(tmp_path, capsys):
+    point, gaussian = tmp_path / "point", tmp_path / "gaussian"
+    assert main(["train", "--model", "aae", "--epochs", "2", "--no-progress",
+                 "--out", str(point)]) == 0
+    assert main(["train", "--model", "aae", "--encoder", "gaussian", "--epochs", "2",
+                 "--no-progress", "--out", str(gaussian)]) == 0
+    assert (point / "samples.png").is_file()
+    assert main(["evaluate", str(point)]) == 0 and (point / "reconstruction.json").is_file()
+    assert main(["evaluate", str(gaussian), "-k", "20", "--no-progress"]) == 0
+    assert (gaussian / "loglik.json").is_file() and not (gaussian / "reconstruction.json").exists()

@@ -16,9 +16,10 @@ from ppvae.models.contractive import ContractiveAutoencoder  # isort: skip
 from ppvae.models.psd import PredictiveSparseDecomposition  # isort: skip
 from ppvae.models.stacked import StackedAutoencoder  # isort: skip
 from ppvae.models.joint import JointAutoencoder  # isort: skip
+from ppvae.models.adversarial import AdversarialAutoencoder  # isort: skip
 
-__all__ = ["CVAE", "REGISTRY", "SSVAE", "VAE", "Autoencoder", "CompletionBaseline",
-           "ContractiveAutoencoder", "DenoisingAutoencoder", "DenoisingVAE", "FigureSpec",
-           "JointAutoencoder", "LatentVariableModel", "LinearAutoencoder", "LinearGaussian", "M1Codes", "ModelEntry",
-           "PredictiveSparseDecomposition", "SparseAutoencoder", "StackedAutoencoder",
-           "register"]
+__all__ = ["CVAE", "REGISTRY", "SSVAE", "VAE", "AdversarialAutoencoder", "Autoencoder",
+           "CompletionBaseline", "ContractiveAutoencoder", "DenoisingAutoencoder", "DenoisingVAE",
+           "FigureSpec", "JointAutoencoder", "LatentVariableModel", "LinearAutoencoder",
+           "LinearGaussian", "M1Codes", "ModelEntry", "PredictiveSparseDecomposition",
+           "SparseAutoencoder", "StackedAutoencoder", "register"]

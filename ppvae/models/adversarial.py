@@ -1,0 +1,187 @@
+"""The adversarial autoencoder (Makhzani, Shlens, Jaitly, Goodfellow & Frey
+2015, "Adversarial autoencoders").
+
+Generative model and guide, for each data point i::
+
+    z_i ~ p(z)                            any prior that can be sampled: N(0, I), a
+                                          mixture of 2-d Gaussians, a swiss roll
+    x_i ~ p(x | z_i)                      N(g(z_i), I), continuous Bernoulli or Bernoulli
+    q(z_i | x_i) = delta(z_i - f(x_i))    deterministic encoder, or
+                 = N(mu(x_i), diag sigma(x_i)^2)   Gaussian encoder
+
+Instead of the KL term of a VAE, a discriminator D(z) (a plain network,
+outside the pair) learns to tell prior draws from codes, and the encoder
+learns to fool it, which matches the aggregate posterior q(z) = E_x q(z | x)
+to p(z) (:class:`ppvae.train.AdversarialPlan`, two optimizers)::
+
+    discriminator:  min_D  -log sigmoid(D(z_p)) - log(1 - sigmoid(D(z_q)))
+    the rest:       min_{f, g}  -log p(x | z_q) - w log sigmoid(D(z_q))
+
+with z_p ~ p(z) and z_q ~ q(z | x), means over the batch, w the
+``adversarial_weight``. In the discriminator's step the codes are detached: its
+gradient never reaches the encoder; in the other step the discriminator's
+parameters are not updated. The prior's density is not used in training (a
+swiss roll has none).
+
+With a Gaussian encoder and a prior that has a density, the pair is a density
+of x and the importance-weighted estimator scores it; with a deterministic
+encoder (a point mass) or the swiss roll it is not (``density`` is False).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import Tensor
+from torch.nn.functional import binary_cross_entropy_with_logits
+
+from ppvae.models.base import FigureSpec, LatentVariableModel, as_shape, check_latent_settings
+from ppvae.models.registry import register
+from ppvae.nn import MLP, make_decoder, make_encoder
+from ppvae.pieces import (
+    DiagonalGaussian,
+    GaussianLikelihood,
+    GaussianMixturePrior,
+    StandardNormalPrior,
+    SwissRollPrior,
+    make_likelihood,
+)
+
+PRIORS = ("normal", "mixture", "swiss-roll")
+ENCODERS = ("deterministic", "gaussian")
+
+
+class AdversarialAutoencoder(LatentVariableModel):
+    """An adversarial autoencoder as a Pyro pair with a discriminator.
+
+    Args:
+        input_shape: ``(C, H, W)`` of the images (or ``D``); data flattened.
+        latent_dim: dimension of z (2 for the mixture and swiss-roll priors).
+        hidden: hidden widths of the encoder (the decoder mirrors them).
+        likelihood: ``"gaussian"`` (N(g(z), I)), ``"continuous-bernoulli"`` or
+            ``"bernoulli"`` (binary data).
+        network: ``"mlp"`` or ``"conv"``.
+        activation: hidden activation of encoder, decoder and discriminator.
+        encoder: ``"deterministic"`` (a point mass) or ``"gaussian"``.
+        prior: ``"normal"``, ``"mixture"`` (10 Gaussians in 2-d,
+            :class:`ppvae.pieces.GaussianMixturePrior`) or ``"swiss-roll"``.
+        adversarial_weight: w, the weight of the encoder's adversarial term.
+        discriminator_hidden: hidden widths of D.
+    """
+
+    default_plan = "adversarial"
+
+    def __init__(
+        self,
+        input_shape: int | Sequence[int] = (1, 8, 8),
+        latent_dim: int = 2,
+        hidden: Sequence[int] = (256, 128),
+        likelihood: str = "gaussian",
+        network: str = "mlp",
+        activation: str = "relu",
+        encoder: str = "deterministic",
+        prior: str = "mixture",
+        adversarial_weight: float = 1.0,
+        discriminator_hidden: Sequence[int] = (128, 128),
+    ) -> None:
+        check_latent_settings(latent_dim, 1.0)
+        if encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {encoder!r}; choose one of {list(ENCODERS)}")
+        if prior not in PRIORS:
+            raise ValueError(f"unknown prior {prior!r}; choose one of {list(PRIORS)}")
+        if prior != "normal" and latent_dim != 2:
+            raise ValueError(f"the {prior} prior is 2-d: latent_dim must be 2, got {latent_dim}")
+        if not adversarial_weight >= 0:
+            raise ValueError(f"adversarial_weight must be >= 0, got {adversarial_weight}")
+        super().__init__(
+            dict(input_shape=list(as_shape(input_shape)), latent_dim=latent_dim,
+                 hidden=list(hidden), likelihood=likelihood, network=network,
+                 activation=activation, encoder=encoder, prior=prior,
+                 adversarial_weight=adversarial_weight,
+                 discriminator_hidden=list(discriminator_hidden)),
+            input_shape,
+        )
+        self.latent_dim, self.adversarial_weight = latent_dim, float(adversarial_weight)
+        self.prior = {"normal": lambda: StandardNormalPrior(latent_dim),
+                      "mixture": GaussianMixturePrior, "swiss-roll": SwissRollPrior}[prior]()
+        gaussian = encoder == "gaussian"
+        net = make_encoder(network, self.input_shape, (2 if gaussian else 1) * latent_dim, hidden,
+                           activation_name=activation)
+        self.encoder = DiagonalGaussian(net, latent_dim) if gaussian else net
+        self.gaussian_encoder = gaussian
+        decoder = make_decoder(network, latent_dim, self.input_shape, hidden,
+                               activation_name=activation)
+        self.likelihood = (GaussianLikelihood(decoder, self.input_dim, init_scale=1.0,
+                                              learn_scale=False)
+                           if likelihood == "gaussian"
+                           else make_likelihood(likelihood, decoder, self.input_dim))
+        #: D: a code -> the logit of "a prior draw"
+        self.discriminator = MLP(latent_dim, discriminator_hidden, 1, activation_name=activation)
+        #: a density of x: a Gaussian encoder and a prior with a density
+        self.density = gaussian and prior != "swiss-roll"
+
+    def codes(self, x: Tensor) -> Tensor:
+        """z ~ q(z | x) (reparameterized) or f(x), differentiable."""
+        return self.encoder(x).rsample() if self.gaussian_encoder else self.encoder(x)
+
+    def model(self, x: Tensor) -> None:
+        """p(x, z) = p(z) p(x | z)."""
+        self.pyro_module()
+        self.check_shape(x)
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", self.prior())
+            pyro.sample("x", self.likelihood(z), obs=x)
+
+    def guide(self, x: Tensor) -> None:
+        """q(z | x): the Gaussian encoder's, or the point mass at f(x)."""
+        self.pyro_module()
+        self.check_shape(x)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", self.encoder(x) if self.gaussian_encoder
+                        else dist.Delta(self.encoder(x), event_dim=1))
+
+    def discriminator_loss(self, x: Tensor) -> Tensor:
+        """D's loss on prior draws (real) and detached codes (fake), per point."""
+        fake = self.codes(x).detach()
+        real = self.prior.sample(len(x)).to(fake)
+        logits = self.discriminator(torch.cat([real, fake]))
+        labels = torch.cat([torch.ones(len(x), 1), torch.zeros(len(x), 1)]).to(logits)
+        return 2 * binary_cross_entropy_with_logits(logits, labels)
+
+    def generator_loss(self, x: Tensor) -> Tensor:
+        """-log p(x | z_q) - w log sigmoid(D(z_q)), the mean per point."""
+        z = self.codes(x)
+        reconstruction = -self.likelihood(z).log_prob(x).mean()
+        fooled = binary_cross_entropy_with_logits(self.discriminator(z), torch.ones_like(z[:, :1]))
+        return reconstruction + self.adversarial_weight * fooled
+
+    # ----------------------------------------------------------- conveniences
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """Codes ``(batch, latent_dim)``: f(x), or the mean of q(z | x)."""
+        x = self.prepare(x)
+        return self.encoder(x).mean if self.gaussian_encoder else self.encoder(x)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> Tensor:
+        """E[x | z] for z drawn from the prior."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        return self.likelihood.mean(self.prior.sample(num_samples).to(self.device))
+
+    @torch.no_grad()
+    def figures(self, data: Any, num: int | None = None) -> dict[str, FigureSpec]:
+        """As :meth:`LatentVariableModel.figures`, without the decoded grid of
+        N(0, 1) quantiles (not this prior's)."""
+        out = super().figures(data, num)
+        out.pop("latent_manifold", None)
+        return out
+
+
+register("aae", AdversarialAutoencoder, summary="adversarial autoencoder: codes matched to a "
+         "sampled prior (normal, 2-d Gaussian mixture, swiss roll) by a discriminator; a density "
+         "only with a Gaussian encoder", paper="Makhzani, Shlens, Jaitly, Goodfellow & Frey 2015")

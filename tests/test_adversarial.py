@@ -1,0 +1,97 @@
+"""The adversarial autoencoder: codes matched to a mixture prior by the
+discriminator; the discriminator's gradient kept off the encoder; a density
+only with a Gaussian encoder."""
+
+import pyro
+import pytest
+import torch
+
+import ppvae
+from ppvae.data import load_dataset
+from ppvae.infer import log_likelihood
+from ppvae.infer.mmd import mmd2
+from ppvae.models import REGISTRY, AdversarialAutoencoder
+from ppvae.train import make_plan
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def prior_gap(aae, x):
+    """MMD^2 between the codes of x and as many prior draws, and the share of
+    codes in the least visited petal (10% each for a perfect match)."""
+    torch.manual_seed(123)
+    with torch.no_grad():
+        z = aae.encode(x)
+        nearest = torch.cdist(z, aae.prior.component_means()).argmin(1)
+        share = torch.bincount(nearest, minlength=10).float() / len(z)
+        return float(mmd2(z, aae.prior.sample(len(z)), "imq", 4.0)), float(share.min())
+
+
+@pytest.mark.parametrize("encoder", ["deterministic", "gaussian"])
+def test_the_codes_come_to_match_a_mixture_prior(digits, encoder):
+    pyro.set_rng_seed(1)
+    aae = AdversarialAutoencoder(digits.image_shape, prior="mixture", hidden=(64,),
+                                 encoder=encoder)
+    before, _ = prior_gap(aae, digits.train.x)
+    history = ppvae.fit(aae, digits, epochs=80, batch_size=32, seed=1, progress=False)
+    after, least = prior_gap(aae, digits.train.x)
+    # prior draws against prior draws: |MMD^2| < 0.002 at this size
+    assert before > 0.05 and after < 0.03 and least > 0.02, (before, after, least)
+    assert set(history.metrics) >= {"train_loss", "train_discriminator_loss"}
+
+
+def test_the_discriminator_step_leaves_the_encoder_alone():
+    aae = AdversarialAutoencoder((1, 8, 8), hidden=(16,), prior="normal", latent_dim=3)
+    aae.discriminator_loss(torch.rand(10, 64)).backward()
+    assert all(p.grad is None for p in aae.encoder.parameters())
+    assert all(p.grad is not None for p in aae.discriminator.parameters())
+    generator_opt, discriminator_opt = make_plan(aae).configure_optimizers()
+    disc = {id(p) for p in aae.discriminator.parameters()}
+    assert {id(p) for g in discriminator_opt.param_groups for p in g["params"]} == disc
+    assert not disc & {id(p) for g in generator_opt.param_groups for p in g["params"]}
+
+
+def test_the_losses_are_their_formulas():
+    aae = AdversarialAutoencoder((1, 8, 8), hidden=(16,), prior="normal", latent_dim=3,
+                                 adversarial_weight=0.7)
+    x = torch.rand(10, 64)
+    with torch.no_grad():
+        z = aae.encoder(x)
+        d = torch.sigmoid(aae.discriminator(z))
+        reconstruction = (0.5 * (aae.likelihood.mean(z) - x).pow(2).sum(-1)
+                          + 32 * torch.log(torch.tensor(2 * torch.pi))).mean()
+        torch.testing.assert_close(aae.generator_loss(x), reconstruction - 0.7 * d.log().mean())
+        torch.manual_seed(0)
+        real = aae.prior.sample(10)
+        expected = -(torch.sigmoid(aae.discriminator(real)).log().mean()
+                     + (1 - d).log().mean())
+        torch.manual_seed(0)
+        torch.testing.assert_close(aae.discriminator_loss(x), expected)
+
+
+def test_a_density_only_with_a_gaussian_encoder_and_a_prior_with_a_density(digits, tmp_path):
+    x = digits.test.x[:20]
+    gaussian = AdversarialAutoencoder(digits.image_shape, hidden=(16,), encoder="gaussian",
+                                      prior="mixture")
+    assert gaussian.density
+    result = log_likelihood(gaussian.model, gaussian.guide, x, num_samples=20)
+    assert result.per_datapoint.isfinite().all()
+    for kw in ({"encoder": "deterministic"}, {"encoder": "gaussian", "prior": "swiss-roll"}):
+        model = AdversarialAutoencoder(digits.image_shape, hidden=(16,), **kw)
+        assert not model.density
+        with pytest.raises(ValueError, match="point mass|improper"):
+            log_likelihood(model.model, model.guide, x, num_samples=5)
+    loaded = ppvae.load(ppvae.save(gaussian, tmp_path / "aae"))
+    torch.testing.assert_close(loaded.encode(x), gaussian.encode(x))
+    assert loaded.sample(4).shape == (4, 64) and REGISTRY["aae"].plan == "adversarial"
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"encoder": "vae"}, "unknown encoder"), ({"prior": "cauchy"}, "unknown prior"),
+    ({"prior": "mixture", "latent_dim": 3}, "2-d"), ({"adversarial_weight": -1}, ">= 0")])
+def test_bad_arguments(kw, message):
+    with pytest.raises(ValueError, match=message):
+        AdversarialAutoencoder((1, 8, 8), **kw)
