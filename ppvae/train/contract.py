@@ -19,6 +19,10 @@ model declares it:
 - ``default_plan``: the name of the plan ``fit`` uses (default ``"elbo"``);
 - ``density``: False for a pair that is not a density of x (a point-mass
   guide): evaluated by its reconstruction error, not by log p(x);
+- ``replaced_priors``: names of latent sites whose prior term the
+  reconstruction plan leaves out of its loss, because a declared penalty
+  takes its place (a Wasserstein autoencoder's MMD between the codes and
+  the prior); the model keeps its prior, so evaluators see the density;
 - ``conditional`` with ``condition_batch(x, y) -> (x, c)``: a model of x
   given a condition made from each labelled batch.
 
@@ -80,6 +84,11 @@ def default_plan(model: Any) -> str:
 def is_density(model: Any) -> bool:
     """Whether ``model`` is a density of x (default True)."""
     return bool(getattr(model, "density", True))
+
+
+def replaced_priors(model: Any) -> frozenset[str]:
+    """The latent sites whose prior term a penalty replaces in training (default none)."""
+    return frozenset(getattr(model, "replaced_priors", ()))
 
 
 def is_conditional(model: Any) -> bool:

@@ -503,7 +503,11 @@ class ReconstructionPlan(TrainingPlan):
     code, which is the reconstruction error under a flat prior) plus the
     penalties the model declares with ``penalties(*batch) -> {name: value
     per data point}`` (sparsity, contraction, ...), which are not densities
-    and so stay out of ``model`` (:mod:`ppvae.train.contract`).
+    and so stay out of ``model`` (:mod:`ppvae.train.contract`). The prior
+    terms of the latent sites a model declares in ``replaced_priors`` are left
+    out of the negative ELBO (their penalty, such as a Wasserstein
+    autoencoder's MMD, takes their place): one draw of the guide, replayed in
+    the model, every other site's log density.
 
     Logged: ``train_loss``, and on the validation data ``val_loss`` and
     ``val_reconstruction`` (the loss without the penalties).
@@ -518,8 +522,14 @@ class ReconstructionPlan(TrainingPlan):
 
     def terms(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         """(reconstruction loss, sum of the penalties), per data point."""
-        model = self.model
-        reconstruction = self.objective.differentiable_loss(model.model, model.guide, *batch)
+        model, replaced = self.model, contract.replaced_priors(self.model)
+        if replaced:
+            guide = poutine.trace(model.guide).get_trace(*batch)
+            joint = poutine.trace(poutine.replay(model.model, trace=guide)).get_trace(*batch)
+            reconstruction = (guide.log_prob_sum(lambda name, _: name not in replaced)
+                              - joint.log_prob_sum(lambda name, _: name not in replaced))
+        else:
+            reconstruction = self.objective.differentiable_loss(model.model, model.guide, *batch)
         reconstruction = reconstruction / self.num_points(batch)
         penalties = getattr(model, "penalties", None)
         penalty = sum(penalties(*batch).values()) if callable(penalties) else 0.0
