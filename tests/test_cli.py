@@ -328,3 +328,16 @@ def test_an_adversarial_autoencoder_is_evaluated_as_what_it_is(tmp_path, capsys)
     assert main(["evaluate", str(point)]) == 0 and (point / "reconstruction.json").is_file()
     assert main(["evaluate", str(gaussian), "-k", "20", "--no-progress"]) == 0
     assert (gaussian / "loglik.json").is_file() and not (gaussian / "reconstruction.json").exists()
+
+
+@pytest.mark.parametrize("model, evaluated", [("wae", "reconstruction.json"),
+                                              ("wae-gan", "reconstruction.json"),
+                                              ("vae-gan", "loglik.json")])
+def test_the_wasserstein_autoencoders_and_the_vae_gan_train_and_evaluate(model, evaluated,
+                                                                          tmp_path):
+    run = tmp_path / model
+    assert main(["train", "--model", model, "--epochs", "2", "--no-progress",
+                 "--out", str(run)]) == 0
+    assert (run / "samples.png").is_file()
+    assert main(["evaluate", str(run), "-k", "20", "--no-progress"]) == 0
+    assert (run / evaluated).is_file()
