@@ -153,3 +153,14 @@ def test_the_swiss_roll_is_known_by_its_draws_only():
     assert StandardNormalPrior(3).sample(7).shape == (7, 3)
     with pytest.raises(ValueError):
         SwissRollPrior(turns=0)
+
+
+def test_priors_by_name():
+    from ppvae.pieces import GaussianMixturePrior, make_prior
+
+    assert isinstance(make_prior("mixture", 2), GaussianMixturePrior)
+    assert make_prior("normal", 5).sample(3).shape == (3, 5)
+    with pytest.raises(ValueError, match="unknown prior"):
+        make_prior("cauchy", 2)
+    with pytest.raises(ValueError, match="2-d"):
+        make_prior("swiss-roll", 3)

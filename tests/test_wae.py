@@ -78,3 +78,17 @@ def test_wae_gan_is_the_adversarial_autoencoder_with_the_wae_settings(digits, tm
 def test_bad_arguments(kw, message):
     with pytest.raises(ValueError, match=message):
         WassersteinAutoencoder((1, 8, 8), **kw)
+
+
+def test_a_wae_matches_its_codes_to_a_mixture_prior(digits):
+    pyro.set_rng_seed(0)
+    wae = WassersteinAutoencoder(digits.image_shape, latent_dim=2, hidden=(64,), prior="mixture")
+    ppvae.fit(wae, digits, epochs=40, batch_size=64, seed=0, progress=False)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        z = wae.encode(digits.train.x)
+        gap = float(mmd2(z, wae.prior.sample(len(z)), "imq", 4.0))
+        least = torch.bincount(torch.cdist(z, wae.prior.component_means()).argmin(1),
+                               minlength=10).min() / len(z)
+    assert gap < 0.03 and least > 0.02, (gap, float(least))
+    assert "latent_manifold" not in wae.figures(digits)

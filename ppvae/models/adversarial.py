@@ -42,16 +42,8 @@ from torch.nn.functional import binary_cross_entropy_with_logits
 from ppvae.models.base import FigureSpec, LatentVariableModel, as_shape, check_latent_settings
 from ppvae.models.registry import register
 from ppvae.nn import MLP, make_decoder, make_encoder
-from ppvae.pieces import (
-    DiagonalGaussian,
-    GaussianLikelihood,
-    GaussianMixturePrior,
-    StandardNormalPrior,
-    SwissRollPrior,
-    make_likelihood,
-)
+from ppvae.pieces import DiagonalGaussian, GaussianLikelihood, make_likelihood, make_prior
 
-PRIORS = ("normal", "mixture", "swiss-roll")
 ENCODERS = ("deterministic", "gaussian")
 
 
@@ -91,10 +83,7 @@ class AdversarialAutoencoder(LatentVariableModel):
         check_latent_settings(latent_dim, 1.0)
         if encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {encoder!r}; choose one of {list(ENCODERS)}")
-        if prior not in PRIORS:
-            raise ValueError(f"unknown prior {prior!r}; choose one of {list(PRIORS)}")
-        if prior != "normal" and latent_dim != 2:
-            raise ValueError(f"the {prior} prior is 2-d: latent_dim must be 2, got {latent_dim}")
+        prior_piece = make_prior(prior, latent_dim)  # a bad prior fails first
         if not adversarial_weight >= 0:
             raise ValueError(f"adversarial_weight must be >= 0, got {adversarial_weight}")
         super().__init__(
@@ -106,8 +95,7 @@ class AdversarialAutoencoder(LatentVariableModel):
             input_shape,
         )
         self.latent_dim, self.adversarial_weight = latent_dim, float(adversarial_weight)
-        self.prior = {"normal": lambda: StandardNormalPrior(latent_dim),
-                      "mixture": GaussianMixturePrior, "swiss-roll": SwissRollPrior}[prior]()
+        self.prior = prior_piece
         gaussian = encoder == "gaussian"
         net = make_encoder(network, self.input_shape, (2 if gaussian else 1) * latent_dim, hidden,
                            activation_name=activation)

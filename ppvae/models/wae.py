@@ -3,7 +3,7 @@
 
 Generative model and guide, for each data point i::
 
-    z_i ~ p(z) = N(0, I)
+    z_i ~ p(z)                            N(0, I), or a 2-d mixture or swiss roll
     x_i ~ p(x | z_i) = N(g(z_i), I)       the cost c(x, g(z)) = |x - g(z)|^2 / 2 + const
     q(z_i | x_i) = delta(z_i - f(x_i))    a deterministic encoder
 
@@ -12,7 +12,8 @@ model, E_x c(x, g(f(x))) + lambda D(q_Z, p_Z), where q_Z = E_x q(z | x) is the
 aggregate posterior: unlike the VAE's KL, which pulls every q(z | x) to
 p(z), only the codes as a whole must look like prior draws.
 
-- :class:`WassersteinAutoencoder` (WAE-MMD): D is the MMD^2 between the
+- :class:`WassersteinAutoencoder` (WAE-MMD; any prior that can be sampled,
+  N(0, I) by default): D is the MMD^2 between the
   batch's codes and as many prior draws (:func:`ppvae.infer.mmd.mmd2`, the
   inverse multiquadratic kernel summed over several widths, as the authors'
   code does). It is a penalty declared by ``penalties``; the prior term
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -38,9 +40,9 @@ from torch import Tensor
 from ppvae.infer.mmd import mmd2
 from ppvae.models.adversarial import AdversarialAutoencoder
 from ppvae.models.autoencoder import Autoencoder
-from ppvae.models.base import LatentVariableModel
+from ppvae.models.base import FigureSpec, LatentVariableModel
 from ppvae.models.registry import register
-from ppvae.pieces import StandardNormalPrior
+from ppvae.pieces import make_prior
 
 #: widths s of the IMQ kernels summed by the MMD penalty: C = 2 d s^2 for
 #: s^2 in (0.1, ..., 10) times the prior's variance, as in the authors' code
@@ -56,6 +58,8 @@ class WassersteinAutoencoder(Autoencoder):
         mmd_weight: lambda, the weight of the MMD^2 penalty.
         kernel: ``"imq"`` (summed over :data:`IMQ_SCALES`) or ``"rbf"`` (width
             1, the prior's scale).
+        prior: ``"normal"``, or a 2-d ``"mixture"`` or ``"swiss-roll"``
+            (:func:`ppvae.pieces.make_prior`); the MMD needs its draws only.
     """
 
     replaced_priors = ("z",)
@@ -70,16 +74,18 @@ class WassersteinAutoencoder(Autoencoder):
         activation: str = "relu",
         mmd_weight: float = 10.0,
         kernel: str = "imq",
+        prior: str = "normal",
     ) -> None:
         if not mmd_weight >= 0:
             raise ValueError(f"mmd_weight must be >= 0, got {mmd_weight}")
         if kernel not in ("imq", "rbf"):
             raise ValueError(f"unknown kernel {kernel!r}; choose 'imq' or 'rbf'")
+        prior_piece = make_prior(prior, latent_dim)
         super().__init__(input_shape, latent_dim, hidden, likelihood, network, activation)
         self.config = {k: v for k, v in self.config.items() if k != "code_activation"}
-        self.config.update(mmd_weight=mmd_weight, kernel=kernel)
+        self.config.update(mmd_weight=mmd_weight, kernel=kernel, prior=prior)
         self.mmd_weight, self.kernel = float(mmd_weight), kernel
-        self.prior = StandardNormalPrior(latent_dim)
+        self.prior = prior_piece
 
     def penalties(self, x: Tensor) -> dict[str, Tensor]:
         """``{"mmd": lambda MMD^2(f(x_1..n), z_1..n)}`` with z_j ~ p(z), from
@@ -96,9 +102,15 @@ class WassersteinAutoencoder(Autoencoder):
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
         return self.likelihood.mean(self.prior.sample(num_samples).to(self.device))
 
-    #: a generative model: its samples, and for a 2-d code the decoded grid of
-    #: N(0, 1) quantiles, beside the reconstructions and the latent map
-    figures = LatentVariableModel.figures
+    @torch.no_grad()
+    def figures(self, data: Any, num: int | None = None) -> dict[str, FigureSpec]:
+        """A generative model's figures (:meth:`LatentVariableModel.figures`):
+        reconstructions, samples, the latent map, and for a 2-d normal prior
+        the decoded grid of its quantiles."""
+        out = LatentVariableModel.figures(self, data, num)
+        if self.config["prior"] != "normal":
+            out.pop("latent_manifold", None)
+        return out
 
 
 class WAEGAN(AdversarialAutoencoder):

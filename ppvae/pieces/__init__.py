@@ -15,16 +15,19 @@ from ppvae.pieces.likelihoods import (
 )
 from ppvae.pieces.posteriors import DiagonalGaussian
 from ppvae.pieces.priors import (
+    PRIORS,
     FlatPrior,
     GaussianMixturePrior,
     LaplacePrior,
     StandardNormalPrior,
     SwissRollPrior,
+    make_prior,
 )
 
 __all__ = [
     "LIKELIHOODS",
     "NOISES",
+    "PRIORS",
     "BernoulliLikelihood",
     "ContinuousBernoulliLikelihood",
     "Corruption",
@@ -39,4 +42,5 @@ __all__ = [
     "check_support",
     "detach_distribution",
     "make_likelihood",
+    "make_prior",
 ]

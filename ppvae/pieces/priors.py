@@ -134,3 +134,20 @@ class SwissRollPrior(nn.Module):
         a = 2 * math.pi * self.turns * torch.rand(n, device=self.anchor.device).sqrt()
         z = torch.stack([a * a.cos(), a * a.sin()], -1) * (self.radius / (2 * math.pi * self.turns))
         return z + self.noise * torch.randn_like(z)
+
+
+#: the priors :func:`make_prior` builds, by name
+PRIORS = ("normal", "mixture", "swiss-roll")
+
+
+def make_prior(name: str, latent_dim: int) -> nn.Module:
+    """The prior ``name`` over ``latent_dim`` dimensions: ``"normal"``
+    (:class:`StandardNormalPrior`), or one of the 2-d priors ``"mixture"``
+    (:class:`GaussianMixturePrior`) and ``"swiss-roll"`` (:class:`SwissRollPrior`).
+    ``ValueError`` for an unknown name or a 2-d prior of another dimension."""
+    if name not in PRIORS:
+        raise ValueError(f"unknown prior {name!r}; choose one of {list(PRIORS)}")
+    if name != "normal" and latent_dim != 2:
+        raise ValueError(f"the {name} prior is 2-d: latent_dim must be 2, got {latent_dim}")
+    return {"normal": lambda: StandardNormalPrior(latent_dim), "mixture": GaussianMixturePrior,
+            "swiss-roll": SwissRollPrior}[name]()
