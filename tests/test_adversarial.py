@@ -95,3 +95,66 @@ def test_a_density_only_with_a_gaussian_encoder_and_a_prior_with_a_density(digit
 def test_bad_arguments(kw, message):
     with pytest.raises(ValueError, match=message):
         AdversarialAutoencoder((1, 8, 8), **kw)
+
+
+def test_the_labelled_prior_draws_each_class_from_its_component():
+    from ppvae.pieces import GaussianMixturePrior
+
+    prior = GaussianMixturePrior(components=4)
+    torch.manual_seed(0)
+    k = torch.tensor([3] * 4000 + [1] * 4000)
+    draws = prior.sample_components(k)
+    torch.testing.assert_close(draws[:4000].mean(0), prior.component_means()[3], atol=0.05,
+                               rtol=0)
+    torch.testing.assert_close(torch.cov(draws[4000:].T), prior.components().covariance_matrix[1],
+                               atol=0.05, rtol=0)
+
+
+def test_the_labelled_losses_and_their_labels():
+    from torch.nn.functional import one_hot
+
+    from ppvae.models import LabelledAdversarialAutoencoder
+
+    aae = LabelledAdversarialAutoencoder((1, 8, 8), num_classes=3, hidden=(16,),
+                                         adversarial_weight=0.5)
+    x, y, x_u = torch.rand(4, 64), torch.tensor([0, 2, 1, 2]), torch.rand(3, 64)
+    with torch.no_grad():
+        inputs = torch.cat([x, x_u])
+        z = aae.encoder(inputs)
+        slots = one_hot(torch.tensor([0, 2, 1, 2, 3, 3, 3]), 4).float()
+        d = torch.sigmoid(aae.discriminator(torch.cat([z, slots], -1)))
+        reconstruction = -aae.likelihood(z).log_prob(inputs).mean()
+        torch.testing.assert_close(aae.generator_loss(x, y, x_u),
+                                   reconstruction - 0.5 * d.log().mean())
+        torch.manual_seed(0)
+        real = torch.cat([aae.prior.sample_components(y), aae.prior.sample(3)])
+        real_d = torch.sigmoid(aae.discriminator(torch.cat([real, slots], -1)))
+        torch.manual_seed(0)
+        torch.testing.assert_close(aae.discriminator_loss(x, y, x_u),
+                                   -(real_d.log().mean() + (1 - d).log().mean()))
+    with pytest.raises(ValueError, match="labels=N"):
+        aae.generator_loss(x)
+
+
+def test_the_labelled_autoencoder_trains_with_labels_and_refuses_without(digits):
+    from ppvae.models import LabelledAdversarialAutoencoder
+
+    aae = LabelledAdversarialAutoencoder(digits.image_shape, hidden=(16,))
+    history = ppvae.fit(aae, digits, epochs=1, labels=100, progress=False)
+    assert "train_discriminator_loss" in history.metrics
+    assert aae.predict(digits.test.x).shape == (360,)
+    with pytest.raises(ValueError, match="labels=N"):
+        ppvae.fit(aae, digits, epochs=1, progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_label_information_in_the_prior_classifies_with_100_labels(digits, seed):
+    from ppvae.data import label_split
+    from ppvae.models import LabelledAdversarialAutoencoder
+
+    pyro.set_rng_seed(seed)
+    aae = LabelledAdversarialAutoencoder(digits.image_shape, hidden=(64,))
+    ppvae.fit(aae, digits, epochs=300, batch_size=32, seed=seed, progress=False,
+              labels=label_split(digits.train, 100, 10, seed), labelled_per_batch=16)
+    assert float((aae.predict(digits.test.x) == digits.test.y).float().mean()) > 0.3  # chance 0.1

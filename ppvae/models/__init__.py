@@ -16,13 +16,16 @@ from ppvae.models.contractive import ContractiveAutoencoder  # isort: skip
 from ppvae.models.psd import PredictiveSparseDecomposition  # isort: skip
 from ppvae.models.stacked import StackedAutoencoder  # isort: skip
 from ppvae.models.joint import JointAutoencoder  # isort: skip
-from ppvae.models.adversarial import AdversarialAutoencoder  # isort: skip
+from ppvae.models.adversarial import (  # isort: skip
+    AdversarialAutoencoder,
+    LabelledAdversarialAutoencoder,
+)
 from ppvae.models.wae import WAEGAN, WassersteinAutoencoder  # isort: skip
 from ppvae.models.vaegan import VAEGAN  # isort: skip
 
 __all__ = ["CVAE", "REGISTRY", "SSVAE", "VAE", "AdversarialAutoencoder", "Autoencoder",
            "CompletionBaseline", "ContractiveAutoencoder", "DenoisingAutoencoder", "DenoisingVAE",
-           "FigureSpec", "JointAutoencoder", "LatentVariableModel", "LinearAutoencoder",
-           "LinearGaussian", "M1Codes", "ModelEntry", "PredictiveSparseDecomposition",
-           "SparseAutoencoder", "StackedAutoencoder", "VAEGAN", "WAEGAN", "WassersteinAutoencoder",
-           "register"]
+           "FigureSpec", "JointAutoencoder", "LabelledAdversarialAutoencoder",
+           "LatentVariableModel", "LinearAutoencoder", "LinearGaussian", "M1Codes", "ModelEntry",
+           "PredictiveSparseDecomposition", "SparseAutoencoder", "StackedAutoencoder", "VAEGAN",
+           "WAEGAN", "WassersteinAutoencoder", "register"]

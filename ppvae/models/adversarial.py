@@ -26,6 +26,13 @@ swiss roll has none).
 With a Gaussian encoder and a prior that has a density, the pair is a density
 of x and the importance-weighted estimator scores it; with a deterministic
 encoder (a point mass) or the swiss roll it is not (``density`` is False).
+
+:class:`LabelledAdversarialAutoencoder` ties the components of a mixture prior
+to classes (Makhzani et al., Sec. 4, "incorporating label information in the
+adversarial regularization"): the discriminator also sees a one-hot label,
+with an extra slot for unlabelled points; a labelled point's code must look
+like a draw from its class's component, an unlabelled one's like a draw from
+the whole mixture. Its code then classifies by the most probable component.
 """
 
 from __future__ import annotations
@@ -37,12 +44,19 @@ import pyro
 import pyro.distributions as dist
 import torch
 from torch import Tensor
-from torch.nn.functional import binary_cross_entropy_with_logits
+from torch.nn.functional import binary_cross_entropy_with_logits, one_hot
 
 from ppvae.models.base import FigureSpec, LatentVariableModel, as_shape, check_latent_settings
 from ppvae.models.registry import register
+from ppvae.models.ssvae import SSVAE
 from ppvae.nn import MLP, make_decoder, make_encoder
-from ppvae.pieces import DiagonalGaussian, GaussianLikelihood, make_likelihood, make_prior
+from ppvae.pieces import (
+    DiagonalGaussian,
+    GaussianLikelihood,
+    GaussianMixturePrior,
+    make_likelihood,
+    make_prior,
+)
 
 ENCODERS = ("deterministic", "gaussian")
 
@@ -173,3 +187,94 @@ class AdversarialAutoencoder(LatentVariableModel):
 register("aae", AdversarialAutoencoder, summary="adversarial autoencoder: codes matched to a "
          "sampled prior (normal, 2-d Gaussian mixture, swiss roll) by a discriminator; a density "
          "only with a Gaussian encoder", paper="Makhzani, Shlens, Jaitly, Goodfellow & Frey 2015")
+
+
+class LabelledAdversarialAutoencoder(AdversarialAutoencoder):
+    """An adversarial autoencoder whose mixture prior's components are the
+    classes (trained with ``labels=N``: the adversarial plan's labelled batches).
+
+    Args:
+        input_shape, latent_dim, hidden, likelihood, network, activation,
+            encoder, adversarial_weight, discriminator_hidden: as for
+            :class:`AdversarialAutoencoder`; the prior is a 2-d mixture of
+            ``num_classes`` components (:class:`ppvae.pieces.GaussianMixturePrior`).
+        num_classes: the number of classes, one component each.
+
+    The losses take ``(x_l, y_l, x_u)`` (training) or ``(x, y)`` (validation):
+    the discriminator sees ``[z, one_hot(y)]`` with y = ``num_classes`` for an
+    unlabelled point; real pairs are draws of component y, or of the mixture.
+    """
+
+    def __init__(
+        self,
+        input_shape: int | Sequence[int] = (1, 8, 8),
+        num_classes: int = 10,
+        hidden: Sequence[int] = (256, 128),
+        likelihood: str = "gaussian",
+        network: str = "mlp",
+        activation: str = "relu",
+        encoder: str = "deterministic",
+        adversarial_weight: float = 1.0,
+        discriminator_hidden: Sequence[int] = (128, 128),
+    ) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer of at least 2, got {num_classes!r}")
+        super().__init__(input_shape, 2, hidden, likelihood, network, activation, encoder,
+                         "mixture", adversarial_weight, discriminator_hidden)
+        del self.config["prior"], self.config["latent_dim"]
+        self.config["num_classes"] = num_classes
+        self.num_classes = num_classes
+        self.prior = GaussianMixturePrior(components=num_classes)
+        self.discriminator = MLP(2 + num_classes + 1, discriminator_hidden, 1,
+                                 activation_name=activation)
+
+    #: validate class labels: integers in 0..C-1, one per data point (as M2's)
+    prepare_labels = SSVAE.prepare_labels
+
+    def _labelled(self, x: Tensor, y: Tensor | None, x_u: Tensor | None
+                  ) -> tuple[Tensor, Tensor, Tensor]:
+        """Every input (labelled first), its code, and its one-hot label slot
+        (``num_classes`` for an unlabelled point)."""
+        if y is None:
+            raise ValueError(f"{type(self).__name__} trains with labels: fit(..., labels=N) "
+                             "(--labels N)")
+        inputs = x if x_u is None else torch.cat([x, x_u])
+        slots = torch.cat([y, torch.full((len(inputs) - len(x),), self.num_classes,
+                                         device=y.device)])
+        codes = self.codes(inputs)
+        return inputs, codes, one_hot(slots, self.num_classes + 1).to(codes)
+
+    def discriminator_loss(self, x: Tensor, y: Tensor | None = None,
+                           x_u: Tensor | None = None) -> Tensor:
+        """D's loss on labelled prior draws (real: of component y, or of the
+        mixture for an unlabelled slot) and labelled codes (fake, detached)."""
+        _, codes, slots = self._labelled(x, y, x_u)
+        n_u = len(codes) - len(x)
+        real = self.prior.sample_components(y)
+        if n_u:
+            real = torch.cat([real, self.prior.sample(n_u)])
+        logits = self.discriminator(torch.cat([torch.cat([real.to(codes), slots], -1),
+                                               torch.cat([codes.detach(), slots], -1)]))
+        targets = torch.cat([torch.ones(len(codes), 1), torch.zeros(len(codes), 1)]).to(logits)
+        return 2 * binary_cross_entropy_with_logits(logits, targets)
+
+    def generator_loss(self, x: Tensor, y: Tensor | None = None,
+                       x_u: Tensor | None = None) -> Tensor:
+        """Reconstruction of every point plus w times the encoder's
+        adversarial term, the mean per point."""
+        inputs, codes, slots = self._labelled(x, y, x_u)
+        reconstruction = -self.likelihood(codes).log_prob(inputs).mean()
+        logits = self.discriminator(torch.cat([codes, slots], -1))
+        return reconstruction + self.adversarial_weight * binary_cross_entropy_with_logits(
+            logits, torch.ones_like(logits))
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """The class of the most probable mixture component at the code of x."""
+        z = self.encode(x)
+        return self.prior.components().log_prob(z.unsqueeze(-2)).argmax(-1)
+
+
+register("aae-labels", LabelledAdversarialAutoencoder, summary="adversarial autoencoder with "
+         "label information in the prior: mixture components tied to classes (train with "
+         "labels=N); classifies by the nearest component", paper="Makhzani et al. 2015, Sec. 4")

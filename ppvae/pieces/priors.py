@@ -87,7 +87,7 @@ class GaussianMixturePrior(nn.Module):
             raise ValueError("a Gaussian mixture prior needs components >= 1, radius >= 0 and "
                              f"positive scales, got {components}, {radius}, {radial_scale}, "
                              f"{tangential_scale}")
-        self.latent_dim, self.components = 2, components
+        self.latent_dim = 2
         angle = 2 * math.pi * torch.arange(components) / components
         rotation = torch.stack([torch.stack([angle.cos(), -angle.sin()], -1),
                                 torch.stack([angle.sin(), angle.cos()], -1)], -2)  # (K, 2, 2)
@@ -97,9 +97,8 @@ class GaussianMixturePrior(nn.Module):
             @ rotation.transpose(-1, -2)))
 
     def forward(self, context: Tensor | None = None) -> dist.Distribution:
-        weights = dist.Categorical(logits=self.loc.new_zeros(self.components))
-        return dist.MixtureSameFamily(weights, dist.MultivariateNormal(
-            self.loc, scale_tril=self.scale_tril))
+        weights = dist.Categorical(logits=self.loc.new_zeros(len(self.loc)))
+        return dist.MixtureSameFamily(weights, self.components())
 
     def sample(self, n: int) -> Tensor:
         """n draws ``(n, 2)``."""
@@ -108,6 +107,15 @@ class GaussianMixturePrior(nn.Module):
     def component_means(self) -> Tensor:
         """The K means ``(K, 2)``."""
         return self.loc
+
+    def components(self) -> dist.Distribution:
+        """The K Gaussians, batch shape ``(K,)``."""
+        return dist.MultivariateNormal(self.loc, scale_tril=self.scale_tril)
+
+    def sample_components(self, k: Tensor) -> Tensor:
+        """One draw from component k_i for each entry of ``k`` ``(n,)``: ``(n, 2)``."""
+        eps = torch.randn(len(k), 2, device=self.loc.device)
+        return self.loc[k] + (self.scale_tril[k] @ eps.unsqueeze(-1)).squeeze(-1)
 
 
 class SwissRollPrior(nn.Module):

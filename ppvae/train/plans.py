@@ -725,12 +725,21 @@ class AdversarialPlan(TrainingPlan):
     discriminator that its own step never uses (each step zeroes its
     gradients first).
 
+    With ``labels`` (for a model that uses some class labels, such as an
+    adversarial autoencoder whose prior's components are tied to classes),
+    the batches are :class:`SemiSupervisedPlan`'s: ``(x_l, y_l, x_u)`` in
+    training and ``(x, y)`` in validation, passed to both losses as they are.
+
     Logged: ``train_loss`` (the generator loss), ``train_discriminator_loss``,
     and ``val_loss`` (the generator loss on the validation data); the last
     epoch's weights are kept (an adversarial loss does not rank epochs).
 
     Args:
         discriminator_lr: the discriminator's learning rate (default ``lr``).
+        labels: None, or how many training labels to keep (balanced over
+            classes, chosen by ``seed``) or a :class:`ppvae.data.LabelSplit`.
+        labelled_per_batch: labelled points per batch, with ``labels``
+            (default batch_size // 10).
         lr, seed, accel: as for :class:`TrainingPlan`.
     """
 
@@ -738,8 +747,10 @@ class AdversarialPlan(TrainingPlan):
     monitor = None
 
     def __init__(self, model: nn.Module, *, discriminator_lr: float | None = None,
+                 labels: LabelSplit | int | None = None, labelled_per_batch: int | None = None,
                  lr: float = 1e-3, seed: int = 0, accel: bool = True) -> None:
         super().__init__(model, lr=lr, seed=seed, accel=accel)
+        self.labels, self.labelled_per_batch = labels, labelled_per_batch
         for name in ("discriminator_loss", "generator_loss"):
             if not callable(getattr(model, name, None)):
                 raise ValueError(f"the adversarial plan needs {type(model).__name__}.{name}(...)")
@@ -747,6 +758,20 @@ class AdversarialPlan(TrainingPlan):
             raise ValueError(f"the adversarial plan needs {type(model).__name__}.discriminator, "
                              "an nn.Module")
         self.discriminator_lr = discriminator_lr or lr
+
+    def batches(self, data: Any, *, batch_size: int, val_batch_size: int, seed: int,
+                epoch: Callable[[], int], shard: Callable[[], tuple[int, int]]
+                ) -> tuple[Iterable, Iterable | None]:
+        if self.labels is None:
+            return super().batches(data, batch_size=batch_size, val_batch_size=val_batch_size,
+                                   seed=seed, epoch=epoch, shard=shard)
+        return labelled_batches(self.model, data, self.labels, self.labelled_per_batch,
+                                batch_size=batch_size, val_batch_size=val_batch_size,
+                                seed=seed, epoch=epoch, shard=shard)
+
+    def num_points(self, batch: tuple[Tensor, ...]) -> int:
+        """Points of a batch: of ``(x_l, y_l, x_u)`` or ``(x, y)`` with labels."""
+        return mixed_points(batch) if self.labels is not None else len(batch[0])
 
     def train_batch(self, batch: tuple[Tensor, ...], index: int, total: int,
                     last: bool = True) -> None:
