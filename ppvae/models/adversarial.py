@@ -46,13 +46,18 @@ import torch
 from torch import Tensor
 from torch.nn.functional import binary_cross_entropy_with_logits, one_hot
 
-from ppvae.models.base import FigureSpec, LatentVariableModel, as_shape, check_latent_settings
+from ppvae.models.base import (
+    FigureSpec,
+    LatentVariableModel,
+    as_shape,
+    check_latent_settings,
+    check_num_classes,
+)
 from ppvae.models.registry import register
 from ppvae.models.ssvae import SSVAE
 from ppvae.nn import MLP, make_decoder, make_encoder
 from ppvae.pieces import (
     DiagonalGaussian,
-    GaussianLikelihood,
     GaussianMixturePrior,
     make_likelihood,
     make_prior,
@@ -117,10 +122,7 @@ class AdversarialAutoencoder(LatentVariableModel):
         self.gaussian_encoder = gaussian
         decoder = make_decoder(network, latent_dim, self.input_shape, hidden,
                                activation_name=activation)
-        self.likelihood = (GaussianLikelihood(decoder, self.input_dim, init_scale=1.0,
-                                              learn_scale=False)
-                           if likelihood == "gaussian"
-                           else make_likelihood(likelihood, decoder, self.input_dim))
+        self.likelihood = make_likelihood(likelihood, decoder, self.input_dim, gaussian_scale=1.0)
         #: D: a code -> the logit of "a prior draw"
         self.discriminator = MLP(latent_dim, discriminator_hidden, 1, activation_name=activation)
         #: a density of x: a Gaussian encoder and a prior with a density
@@ -169,13 +171,6 @@ class AdversarialAutoencoder(LatentVariableModel):
         return self.encoder(x).mean if self.gaussian_encoder else self.encoder(x)
 
     @torch.no_grad()
-    def sample(self, num_samples: int) -> Tensor:
-        """E[x | z] for z drawn from the prior."""
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-        return self.likelihood.mean(self.prior.sample(num_samples).to(self.device))
-
-    @torch.no_grad()
     def figures(self, data: Any, num: int | None = None) -> dict[str, FigureSpec]:
         """As :meth:`LatentVariableModel.figures`, without the decoded grid of
         N(0, 1) quantiles (not this prior's)."""
@@ -217,8 +212,7 @@ class LabelledAdversarialAutoencoder(AdversarialAutoencoder):
         adversarial_weight: float = 1.0,
         discriminator_hidden: Sequence[int] = (128, 128),
     ) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer of at least 2, got {num_classes!r}")
+        check_num_classes(num_classes)
         super().__init__(input_shape, 2, hidden, likelihood, network, activation, encoder,
                          "mixture", adversarial_weight, discriminator_hidden)
         del self.config["prior"], self.config["latent_dim"]

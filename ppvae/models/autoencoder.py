@@ -38,7 +38,7 @@ from ppvae.models.base import FigureSpec, LatentVariableModel, as_shape, check_l
 from ppvae.models.registry import register
 from ppvae.nn import activation as make_activation
 from ppvae.nn import make_decoder, make_encoder
-from ppvae.pieces import Corruption, FlatPrior, GaussianLikelihood, make_likelihood
+from ppvae.pieces import Corruption, FlatPrior, make_likelihood
 
 
 class Autoencoder(LatentVariableModel):
@@ -92,10 +92,7 @@ class Autoencoder(LatentVariableModel):
                                 else nn.Identity())
         decoder = make_decoder(network, latent_dim, self.input_shape, hidden,
                                activation_name=activation)
-        self.likelihood = (GaussianLikelihood(decoder, self.input_dim, init_scale=1.0,
-                                              learn_scale=False)
-                           if likelihood == "gaussian"
-                           else make_likelihood(likelihood, decoder, self.input_dim))
+        self.likelihood = make_likelihood(likelihood, decoder, self.input_dim, gaussian_scale=1.0)
 
     def code(self, x: Tensor) -> Tensor:
         """The encoder's code f(x), differentiable, for a batch ``(batch, D)``."""

@@ -45,6 +45,12 @@ def check_latent_settings(latent_dim: int, beta: float) -> None:
         raise ValueError(f"beta must be positive, got {beta}")
 
 
+def check_num_classes(num_classes: int) -> None:
+    """Raise ``ValueError`` unless ``num_classes`` is an integer of at least 2."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer of at least 2, got {num_classes!r}")
+
+
 class FigureSpec(NamedTuple):
     """A figure a model offers: the name of the :mod:`ppvae.plots` function
     that draws it, and a function making that function's arguments (called
@@ -157,6 +163,15 @@ class LatentVariableModel(nn.Module):
         """E[x | z = encode(x)] (the code, or the mean of q(z | x)):
         reconstructions of a batch."""
         return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, *, mean: bool = True) -> Tensor:
+        """Draw z ~ p(z) (``prior.sample``) and return E[x | z] (``mean=True``)
+        or x ~ p(x | z), for a model with one latent and a ``likelihood``."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        z = self.prior.sample(num_samples).to(self.device)
+        return self.likelihood.mean(z) if mean else self.likelihood(z).sample()
 
     @torch.no_grad()
     def figures(self, data: Any, num: int | None = None) -> dict[str, FigureSpec]:

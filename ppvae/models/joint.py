@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ppvae.models.autoencoder import Autoencoder
+from ppvae.models.base import check_num_classes
 from ppvae.models.registry import register
 from ppvae.models.ssvae import SSVAE
 from ppvae.nn import MLP
@@ -61,8 +62,7 @@ class JointAutoencoder(Autoencoder):
         code_activation: str | None = None,
         classifier_hidden: Sequence[int] = (),
     ) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer of at least 2, got {num_classes!r}")
+        check_num_classes(num_classes)
         classifier_hidden = list(classifier_hidden)
         if any(isinstance(s, bool) or not isinstance(s, int) or s < 1
                for s in classifier_hidden):

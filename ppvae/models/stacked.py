@@ -49,8 +49,9 @@ import torch
 from torch import Tensor, nn
 
 from ppvae.models.autoencoder import Autoencoder
+from ppvae.models.base import check_num_classes
 from ppvae.models.registry import register
-from ppvae.pieces import Corruption, GaussianLikelihood, make_likelihood
+from ppvae.pieces import Corruption, make_likelihood
 
 
 class _Parameters(nn.Module):
@@ -113,10 +114,8 @@ class StackedAutoencoder(Autoencoder):
         self.num_layers = len(sizes)
         #: p(x | parameters): the first layer's pretraining likelihood, on
         #: the output of its own decoder (the unrolled decoder's last layer)
-        self.layer_likelihood = (GaussianLikelihood(_Parameters(), self.input_dim,
-                                                    init_scale=1.0, learn_scale=False)
-                                 if likelihood == "gaussian"
-                                 else make_likelihood(likelihood, _Parameters(), self.input_dim))
+        self.layer_likelihood = make_likelihood(likelihood, _Parameters(), self.input_dim,
+                                                gaussian_scale=1.0)
 
     # ------------------------------------------------------------- the layers
     def _check_layer(self, k: int) -> None:
@@ -174,8 +173,7 @@ class StackedAutoencoder(Autoencoder):
         same network from random weights (the baseline without pretraining).
         Returned in train mode.
         """
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer of at least 2, got {num_classes!r}")
+        check_num_classes(num_classes)
         return nn.Sequential(copy.deepcopy(self.encoder), copy.deepcopy(self.code_activation),
                              nn.Linear(self.latent_dim, num_classes)).to(self.device).train()
 

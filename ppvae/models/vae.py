@@ -117,13 +117,6 @@ class VAE(LatentVariableModel):
         q = self.posterior(x)
         return q.sample() if sample else q.mean
 
-    @torch.no_grad()
-    def sample(self, num_samples: int, *, mean: bool = True) -> Tensor:
-        """Draw z ~ p(z) and return E[x | z] (``mean=True``) or x ~ p(x | z)."""
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-        z = self.prior().sample((num_samples,))
-        return self.likelihood.mean(z) if mean else self.likelihood(z).sample()
 
 
 register("vae", VAE, summary="variational autoencoder, beta-VAE (MLP or conv; Bernoulli, "

@@ -86,14 +86,11 @@ class VAEGAN(VAE):
         """Dis_l(x), the discriminator's last hidden layer."""
         return self.discriminator.layers[:-1](x)
 
-    def _decoded(self, z: Tensor) -> Tensor:
-        return self.likelihood.mean(z)
-
     def discriminator_loss(self, x: Tensor) -> Tensor:
         """The discriminator's loss on data, reconstructions and samples (detached)."""
         with torch.no_grad():
-            reconstructions = self._decoded(self.encoder(x).rsample())
-            samples = self._decoded(self.prior().sample((len(x),)))
+            reconstructions = self.likelihood.mean(self.encoder(x).rsample())
+            samples = self.likelihood.mean(self.prior().sample((len(x),)))
         logits = self.discriminator(torch.cat([x, reconstructions, samples]))
         labels = torch.cat([torch.ones(len(x), 1), torch.zeros(2 * len(x), 1)]).to(logits)
         return 3 * binary_cross_entropy_with_logits(logits, labels)
@@ -101,8 +98,8 @@ class VAEGAN(VAE):
     def adversarial_loss(self, x: Tensor, z: Tensor) -> Tensor:
         """The decoder's adversarial term on reconstructions of the detached
         codes ``z`` and on samples: it reaches the decoder, not the encoder."""
-        fakes = torch.cat([self._decoded(z.detach()),
-                           self._decoded(self.prior().sample((len(x),)))])
+        fakes = torch.cat([self.likelihood.mean(z.detach()),
+                           self.likelihood.mean(self.prior().sample((len(x),)))])
         logits = self.discriminator(fakes)
         return 2 * binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
 
@@ -111,7 +108,7 @@ class VAEGAN(VAE):
         term, per data point (module doc)."""
         negative_elbo = self.elbo.differentiable_loss(self.model, self.guide, x) / len(x)
         z = self.encoder(x).rsample()
-        matching = 0.5 * (self.features(self._decoded(z)) - self.features(x)).pow(2).sum(-1)
+        matching = 0.5 * (self.features(self.likelihood.mean(z)) - self.features(x)).pow(2).sum(-1)
         return (negative_elbo + self.feature_weight * matching.mean()
                 + self.gan_weight * self.adversarial_loss(x, z))
 

@@ -95,12 +95,8 @@ class WassersteinAutoencoder(Autoencoder):
         return {"mmd": self.mmd_weight * mmd2(codes, self.prior.sample(len(x)).to(codes),
                                               self.kernel, scales)}
 
-    @torch.no_grad()
-    def sample(self, num_samples: int) -> Tensor:
-        """E[x | z] for z ~ p(z)."""
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-        return self.likelihood.mean(self.prior.sample(num_samples).to(self.device))
+    #: a generative model: its samples decode prior draws
+    sample = LatentVariableModel.sample
 
     @torch.no_grad()
     def figures(self, data: Any, num: int | None = None) -> dict[str, FigureSpec]:

@@ -168,10 +168,16 @@ LIKELIHOODS: dict[str, type[ObservationModel]] = {
 }
 
 
-def make_likelihood(name: str, net: nn.Module, event_size: int) -> ObservationModel:
-    """Build the observation model ``name`` (one of :data:`LIKELIHOODS`) on ``net``."""
+def make_likelihood(name: str, net: nn.Module, event_size: int,
+                    gaussian_scale: float | None = None) -> ObservationModel:
+    """Build the observation model ``name`` (one of :data:`LIKELIHOODS`) on
+    ``net``; a ``"gaussian"`` one with a learned shared scale, or with the
+    fixed ``gaussian_scale`` (1: -log p(x | z) is half the squared error plus
+    a constant, an autoencoder's loss)."""
     if name not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}")
     if name == "gaussian":
-        return GaussianLikelihood(net, event_size)
+        if gaussian_scale is None:
+            return GaussianLikelihood(net, event_size)
+        return GaussianLikelihood(net, event_size, init_scale=gaussian_scale, learn_scale=False)
     return LIKELIHOODS[name](net)
