@@ -2,13 +2,12 @@
 (:mod:`ppvae.metrics.fid`) and write it as
 ``ppvae/metrics/mnist_classifier.safetensors``.
 
-Seeded and deterministic on CPU: Adam 1e-3, batch 128, ``--epochs`` epochs
-on MNIST's training split (grey images), the epoch with the best validation
-accuracy kept; prints the test accuracy and the file's SHA-256 (for
-benchmarks/README.md). ``--check`` trains nothing: it scores the shipped
-classifier (test accuracy) and its FID on known cases: two random halves of
-the test images (and the test file's two halves as stored), the validation
-images against the test images, blurred
+Seeded: Adam 1e-3, batch 128, ``--epochs`` epochs on MNIST's training split
+(grey images), the epoch with the best validation accuracy kept; prints the
+test accuracy and the file's SHA-256 (for benchmarks/README.md). ``--check``
+trains nothing: it scores the shipped classifier (test accuracy) and its FID
+on known cases: two random halves of the test images (and the test file's two
+halves as stored), the validation images against the test images, blurred
 test images (3x3 mean filter) and uniform noise against test images.
 
 Usage: PPVAE_DATA=../shared/data python benchmarks/fid_classifier.py [--epochs 8] [--seed 0]
