@@ -158,3 +158,68 @@ def test_label_information_in_the_prior_classifies_with_100_labels(digits, seed)
     ppvae.fit(aae, digits, epochs=300, batch_size=32, seed=seed, progress=False,
               labels=label_split(digits.train, 100, 10, seed), labelled_per_batch=16)
     assert float((aae.predict(digits.test.x) == digits.test.y).float().mean()) > 0.3  # chance 0.1
+
+
+def test_the_categorical_losses_are_their_formulas():
+    from ppvae.models import CategoricalAdversarialAutoencoder
+
+    aae = CategoricalAdversarialAutoencoder((1, 8, 8), num_clusters=4, style_dim=2,
+                                            hidden=(16,), adversarial_weight=0.5,
+                                            supervised_weight=3.0)
+    x, y, x_u = torch.rand(3, 64), torch.tensor([0, 3, 1]), torch.rand(5, 64)
+    with torch.no_grad():
+        inputs = torch.cat([x, x_u])
+        h = aae.encoder(inputs)
+        probs, style = h[:, :4].softmax(-1), h[:, 4:]
+        reconstruction = -aae.likelihood(torch.cat([probs, style], -1)).log_prob(inputs).mean()
+        d_y = torch.sigmoid(aae.discriminator["y"](probs))
+        d_z = torch.sigmoid(aae.discriminator["z"](style))
+        ce = -h[:3, :4].log_softmax(-1)[torch.arange(3), y].mean()
+        torch.testing.assert_close(aae.generator_loss(x, y, x_u),
+                                   reconstruction - 0.5 * (d_y.log().mean() + d_z.log().mean())
+                                   + 3.0 * ce)
+        torch.testing.assert_close(aae.generator_loss(inputs),
+                                   reconstruction - 0.5 * (d_y.log().mean() + d_z.log().mean()))
+        torch.manual_seed(0)
+        real_y, real_z = aae.prior_sample(8)
+        assert ((real_y == 0) | (real_y == 1)).all() and (real_y.sum(-1) == 1).all()
+        expected = -sum(torch.sigmoid(aae.discriminator[v](real)).log().mean()
+                        + (1 - fake).log().mean()
+                        for v, real, fake in (("y", real_y, d_y), ("z", real_z, d_z)))
+        torch.manual_seed(0)
+        torch.testing.assert_close(aae.discriminator_loss(x, y, x_u), expected)
+    aae.discriminator_loss(x, y, x_u).backward()
+    assert all(p.grad is None for p in aae.encoder.parameters())
+    with pytest.raises(ValueError, match="come with labelled"):
+        aae.generator_loss(x, None, x_u)
+
+
+def test_the_categorical_autoencoder_classifies_with_100_labels_and_saves(digits, tmp_path):
+    from ppvae.data import label_split
+    from ppvae.models import CategoricalAdversarialAutoencoder
+
+    pyro.set_rng_seed(0)
+    aae = CategoricalAdversarialAutoencoder(digits.image_shape, num_clusters=10, style_dim=2,
+                                            hidden=(64,))
+    ppvae.fit(aae, digits, epochs=30, batch_size=32, progress=False,
+              labels=label_split(digits.train, 100, 10, 0), labelled_per_batch=16)
+    accuracy = float((aae.predict(digits.test.x) == digits.test.y).float().mean())
+    assert accuracy > 0.6, accuracy  # chance 0.1
+    probs = aae.cluster_probs(digits.test.x)
+    assert probs.shape == (360, 10) and torch.allclose(probs.sum(-1), torch.ones(360))
+    assert not aae.density and aae.sample(5).shape == (5, 64)
+    loaded = ppvae.load(ppvae.save(aae, tmp_path / "aae-clusters"))
+    torch.testing.assert_close(loaded.encode(digits.test.x), aae.encode(digits.test.x))
+    with pytest.raises(ValueError, match="must lie in 0..3"):
+        ppvae.fit(CategoricalAdversarialAutoencoder(digits.image_shape, num_clusters=4),
+                  digits, epochs=1, labels=100, progress=False)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"num_clusters": 1}, "num_clusters"), ({"style_dim": 0}, "style_dim"),
+    ({"supervised_weight": -1}, "supervised_weight")])
+def test_bad_categorical_arguments(kw, message):
+    from ppvae.models import CategoricalAdversarialAutoencoder
+
+    with pytest.raises(ValueError, match=message):
+        CategoricalAdversarialAutoencoder((1, 8, 8), **kw)

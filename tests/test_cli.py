@@ -330,13 +330,15 @@ def test_an_adversarial_autoencoder_is_evaluated_as_what_it_is(tmp_path, capsys)
     assert (gaussian / "loglik.json").is_file() and not (gaussian / "reconstruction.json").exists()
 
 
-@pytest.mark.parametrize("model, evaluated", [("wae", "reconstruction.json"),
-                                              ("wae-gan", "reconstruction.json"),
-                                              ("vae-gan", "loglik.json")])
-def test_the_wasserstein_autoencoders_and_the_vae_gan_train_and_evaluate(model, evaluated,
-                                                                          tmp_path):
+@pytest.mark.parametrize("model, options, evaluated", [
+    ("wae", [], "reconstruction.json"), ("wae-gan", [], "reconstruction.json"),
+    ("vae-gan", [], "loglik.json"), ("aae-clusters", ["--num-clusters", "12"],
+                                     "reconstruction.json"),
+    ("aae-clusters", ["--labels", "100"], "reconstruction.json")])
+def test_the_wasserstein_and_adversarial_autoencoders_train_and_evaluate(model, options,
+                                                                         evaluated, tmp_path):
     run = tmp_path / model
-    assert main(["train", "--model", model, "--epochs", "2", "--no-progress",
+    assert main(["train", "--model", model, "--epochs", "2", "--no-progress", *options,
                  "--out", str(run)]) == 0
     assert (run / "samples.png").is_file()
     assert main(["evaluate", str(run), "-k", "20", "--no-progress"]) == 0

@@ -80,12 +80,12 @@ def test_resume_skips_finished_cells_and_trains_m1_once_per_seed(finished, tmp_p
     results = run_ssl(out, labels=(50, 100), seeds=(0, 1), methods=("m1m2",), **TINY)
     # new cells: (100, seed 0), (50, seed 1), (100, seed 1); seed 0's M1 comes from disk
     assert calls == {"VAE": 1, "SSVAE": 3}
-    assert results["records"][:3] == before
-    assert [(r["labels"], r["seed"]) for r in results["records"][3:]] == [
+    assert results["records"][:4] == before
+    assert [(r["labels"], r["seed"]) for r in results["records"][4:]] == [
         (100, 0), (50, 1), (100, 1)]
     assert read(out)["records"] == results["records"]
     assert {(s["method"], s["labels"]): s["count"] for s in results["summary"]} == {
-        ("m2", 50): 1, ("m1m2", 50): 2, ("m1m2", 100): 2, ("supervised", 50): 1}
+        ("m2", 50): 1, ("m1m2", 50): 2, ("m1m2", 100): 2, ("aae", 50): 1, ("supervised", 50): 1}
 
 
 @pytest.mark.parametrize("labels", [(55,), (0,), (50, 105)])
@@ -96,7 +96,7 @@ def test_bad_label_counts_fail_before_training(tmp_path, calls, labels):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(methods=("m3",)), r"methods must be among \['m2', 'm1m2', 'supervised'\], got \['m3'\]"),
+    (dict(methods=("m3",)), r"methods must be among \['m2', 'm1m2', 'aae', 'supervised'\], got \['m3'\]"),
     (dict(seeds=()), "seeds must not be empty"),
     (dict(epochs=0), "epochs must be at least 1"),
     (dict(max_minutes=0), "max_minutes must be above 0, got 0"),
@@ -161,6 +161,7 @@ def test_grey_likelihood_reaches_every_model_and_its_data(tmp_path, monkeypatch)
     assert seen == [("fit", "SSVAE", cb, None, True),   # m2 on grey images
                     ("fit", "VAE", cb, None, True),     # M1 of m1m2 on grey images
                     ("fit", "SSVAE", "gaussian", None, "codes"),  # M2 on M1's codes
+                    ("fit", "CategoricalAdversarialAutoencoder", cb, None, True),
                     ("classifier", "MLP", None, None, True)]
     assert results["config"]["likelihood"] == cb
     assert all(0 <= r["test_error"] <= 1 for r in results["records"])

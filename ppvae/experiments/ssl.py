@@ -1,6 +1,7 @@
-"""Semi-supervised classification over label counts and seeds: M2, M1+M2 and
-a supervised baseline (Kingma, Rezende, Mohamed & Welling 2014, "Semi-supervised
-learning with deep generative models", NeurIPS).
+"""Semi-supervised classification over label counts and seeds: M2, M1+M2, an
+adversarial autoencoder and a supervised baseline (Kingma, Rezende, Mohamed &
+Welling 2014, "Semi-supervised learning with deep generative models", NeurIPS;
+Makhzani et al. 2015, "Adversarial autoencoders").
 
 Every cell (method, n labels, seed s) keeps the labels of n training images,
 n / C per class, chosen by s (:func:`ppvae.data.label_split`, from the training
@@ -14,6 +15,12 @@ split only), trains, and scores the test error of the predicted classes.
   z1 ~ q(z1 | x) in every batch, as in the paper's code) with a Gaussian
   p(z1 | y, z2); classifies the means of q(z1 | x) (and, as
   ``test_error_sampled``, q(y | z1) averaged over 32 draws of z1).
+- ``aae``: :class:`ppvae.models.CategoricalAdversarialAutoencoder` (Makhzani
+  et al. 2015, Sec. 5) on the images M2 sees: one encoder with a softmax
+  code y (a cluster per class, its prior one-hot draws) and a style code z
+  of ``latent_dim`` (its prior N(0, I)), each matched by a discriminator
+  (``hidden``, weight ``adversarial_weight``), and ``alpha`` times the
+  cross-entropy of the labelled images; classifies with argmax q(y | x).
 - ``supervised``: the network of M2's q(y | x) trained on the n labelled images.
 
 The train/validation division and the binarization of validation and test
@@ -40,14 +47,14 @@ from ppvae.config import at_least, unique
 from ppvae.data import binarize, label_split, load_dataset
 from ppvae.experiments.sweep import Sweep
 from ppvae.io import atomic_write, load, save
-from ppvae.models import SSVAE, VAE, M1Codes
+from ppvae.models import SSVAE, VAE, CategoricalAdversarialAutoencoder, M1Codes
 from ppvae.nn import activation, make_encoder
 from ppvae.pieces import LIKELIHOODS
 from ppvae.train import fit
 from ppvae.train.classifier import fit_classifier
 from ppvae.train.plans import check_labelled_weight
 
-METHODS: tuple[str, ...] = ("m2", "m1m2", "supervised")
+METHODS: tuple[str, ...] = ("m2", "m1m2", "aae", "supervised")
 
 
 @dataclass(frozen=True)
@@ -58,18 +65,20 @@ class SSLSettings:
         epochs: epochs of M2 (in ``m2`` and ``m1m2``).
         m1_epochs: epochs of the M1 VAE.
         supervised_epochs: epochs of the supervised baseline.
-        latent_dim: dimension of M2's z.
+        latent_dim: dimension of M2's z and of the AAE's style code.
         m1_latent_dim: dimension of M1's z1, the codes M2 sees in ``m1m2``.
         m1_hidden: hidden widths of M1's encoder (its decoder mirrors them;
             None: ``hidden``).
         m1_activation: M1's hidden activation (:data:`ppvae.nn.ACTIVATIONS`);
             the paper's code uses softplus.
         m1_lr: M1's Adam learning rate (None: ``lr``).
-        hidden: hidden widths of every VAE's encoder (decoders mirror them).
+        hidden: hidden widths of every VAE's encoder and the AAE's (decoders
+            mirror them; the AAE's discriminators have them too).
         classifier_hidden: hidden widths of q(y | x) and of the baseline
             (None: ``hidden``).
         alpha: weight of M2's classification term alpha * log q(y | x), per
-            labelled image.
+            labelled image, and of the AAE's cross-entropy (the same term).
+        adversarial_weight: the AAE's weight of its two adversarial terms.
         labelled_weight: weight of a labelled image against an unlabelled one
             in M2's batches: a number, or ``"dataset"`` for the paper's
             objective summed over the training set (:func:`ppvae.fit`).
@@ -94,6 +103,7 @@ class SSLSettings:
     hidden: tuple[int, ...] = (256, 128)
     classifier_hidden: tuple[int, ...] | None = None
     alpha: float = 50.0
+    adversarial_weight: float = 1.0
     labelled_weight: float | str = 1.0
     labelled_per_batch: int = 16
     batch_size: int = 32
@@ -105,7 +115,7 @@ class SSLSettings:
         unique([self.likelihood], "likelihood", LIKELIHOODS)
         at_least(self, 1, ("epochs", "m1_epochs", "supervised_epochs", "latent_dim",
                            "m1_latent_dim", "labelled_per_batch", "batch_size"))
-        at_least(self, 0, ("alpha",))
+        at_least(self, 0, ("alpha", "adversarial_weight"))
         at_least(self, 0, ("lr", "m1_lr", "max_minutes"), strictly=True)
         activation(self.m1_activation)  # an unknown name fails before any training
         object.__setattr__(self, "labelled_weight", check_labelled_weight(self.labelled_weight))
@@ -155,7 +165,7 @@ def run_ssl(
     sweep = Sweep(out_dir, "ssl", {"dataset": data.name, **asdict(s)},
                   key=("method", "labels", "seed"),
                   added={"labelled_weight": 1.0, "likelihood": "bernoulli", "m1_hidden": None,
-                         "m1_activation": "relu", "m1_lr": None})
+                         "m1_activation": "relu", "m1_lr": None, "adversarial_weight": 1.0})
     options = {"progress": progress, "accelerator": accelerator, "patience": None,
                "max_minutes": s.max_minutes, "batch_size": s.batch_size}
     codes: dict[int, tuple[M1Codes, Any, dict[str, Any]]] = {}  # per seed: M1's codes
@@ -208,6 +218,16 @@ def run_ssl(
             predicted = m1_codes.predict(model, data.test.x)
             sampled = m1_codes.predict(model, data.test.x, draws=32, seed=seed)
             extra = {**info, "test_error_sampled": error(sampled)}
+        elif method == "aae":
+            pyro.set_rng_seed(seed)
+            model = CategoricalAdversarialAutoencoder(
+                data.image_shape, num_clusters=data.num_classes, style_dim=s.latent_dim,
+                hidden=s.hidden, likelihood=s.likelihood, adversarial_weight=s.adversarial_weight,
+                supervised_weight=s.alpha, discriminator_hidden=s.hidden)
+            epochs = fit(model, data, labels=label_split(data.train, n, data.num_classes, seed),
+                         epochs=s.epochs, lr=s.lr, labelled_per_batch=s.labelled_per_batch,
+                         seed=seed, **options).epochs
+            predicted = model.predict(data.test.x)
         else:
             pyro.set_rng_seed(seed)
             net = make_encoder("mlp", data.image_shape, data.num_classes,

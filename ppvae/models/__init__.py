@@ -18,12 +18,14 @@ from ppvae.models.stacked import StackedAutoencoder  # isort: skip
 from ppvae.models.joint import JointAutoencoder  # isort: skip
 from ppvae.models.adversarial import (  # isort: skip
     AdversarialAutoencoder,
+    CategoricalAdversarialAutoencoder,
     LabelledAdversarialAutoencoder,
 )
 from ppvae.models.wae import WAEGAN, WassersteinAutoencoder  # isort: skip
 from ppvae.models.vaegan import VAEGAN  # isort: skip
 
 __all__ = ["CVAE", "REGISTRY", "SSVAE", "VAE", "AdversarialAutoencoder", "Autoencoder",
+           "CategoricalAdversarialAutoencoder",
            "CompletionBaseline", "ContractiveAutoencoder", "DenoisingAutoencoder", "DenoisingVAE",
            "FigureSpec", "JointAutoencoder", "LabelledAdversarialAutoencoder",
            "LatentVariableModel", "LinearAutoencoder", "LinearGaussian", "M1Codes", "ModelEntry",

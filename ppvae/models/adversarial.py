@@ -43,8 +43,8 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import torch
-from torch import Tensor
-from torch.nn.functional import binary_cross_entropy_with_logits, one_hot
+from torch import Tensor, nn
+from torch.nn.functional import binary_cross_entropy_with_logits, cross_entropy, one_hot
 
 from ppvae.models.base import (
     FigureSpec,
@@ -272,3 +272,211 @@ class LabelledAdversarialAutoencoder(AdversarialAutoencoder):
 register("aae-labels", LabelledAdversarialAutoencoder, summary="adversarial autoencoder with "
          "label information in the prior: mixture components tied to classes (train with "
          "labels=N); classifies by the nearest component", paper="Makhzani et al. 2015, Sec. 4")
+
+
+class CategoricalAdversarialAutoencoder(LatentVariableModel):
+    """An adversarial autoencoder with a categorical code and a style code
+    (Makhzani et al. 2015, Sec. 5-6): unsupervised clustering, or, trained
+    with ``labels=N``, semi-supervised classification.
+
+    Generative model and guide, for each data point i::
+
+        y_i ~ Categorical(1 / K)  as one-hot     z_i ~ N(0, I_s)
+        x_i ~ p(x | [y_i, z_i])
+        q(y_i | x_i) = delta(y_i - softmax(h_y(x_i)))    (a point on the simplex)
+        q(z_i | x_i) = delta(z_i - h_z(x_i))
+
+    One encoder network h outputs K logits and s style values. Two
+    discriminators (in one ``nn.ModuleDict``, the adversarial plan's
+    ``discriminator``) tell one-hot draws of y from softmax codes and N(0, I)
+    draws from style codes; the encoder learns to fool both, which pushes
+    q(y | x) towards one-hot vectors used equally often (clusters) and the
+    style codes towards N(0, I)::
+
+        discriminators:  sum over v in {y, z} of
+                         -log sigmoid(D_v(v_p)) - log(1 - sigmoid(D_v(v_q)))
+        the rest:        -log p(x | [y_q, z_q])
+                         - w (log sigmoid(D_y(y_q)) + log sigmoid(D_z(z_q)))
+                         + alpha CE(h_y(x_l), y_l)   (labelled points only)
+
+    Means over the batch (the cross-entropy over its labelled points). The
+    paper alternates three phases with SGD (reconstruction, regularization,
+    classification); here the three terms of the rest share one Adam step.
+    With labels, ``num_clusters`` must be the number of classes and cluster
+    k is class k. A point mass on the simplex is no density (``density`` is
+    False); ``sample`` draws one-hot y and N(0, I) style.
+
+    Args:
+        input_shape: ``(C, H, W)`` of the images (or ``D``); data flattened.
+        num_clusters: K, the categories of y (with labels: the classes).
+        style_dim: s, the dimension of the style code z.
+        hidden: hidden widths of the encoder (the decoder mirrors them).
+        likelihood: ``"gaussian"`` (N(g(y, z), I)), ``"continuous-bernoulli"``
+            or ``"bernoulli"`` (binary data).
+        network: ``"mlp"`` or ``"conv"``.
+        activation: hidden activation of encoder, decoder and discriminators.
+        adversarial_weight: w.
+        supervised_weight: alpha, the weight of the labelled cross-entropy
+            (mean over the labelled points, beside a reconstruction term of
+            tens of nats per point: alpha = 1 leaves the labels unheard).
+        discriminator_hidden: hidden widths of both discriminators.
+    """
+
+    default_plan = "adversarial"
+    density = False
+
+    def __init__(
+        self,
+        input_shape: int | Sequence[int] = (1, 8, 8),
+        num_clusters: int = 10,
+        style_dim: int = 5,
+        hidden: Sequence[int] = (256, 128),
+        likelihood: str = "gaussian",
+        network: str = "mlp",
+        activation: str = "relu",
+        adversarial_weight: float = 1.0,
+        supervised_weight: float = 10.0,
+        discriminator_hidden: Sequence[int] = (128, 128),
+    ) -> None:
+        if isinstance(num_clusters, bool) or not isinstance(num_clusters, int) \
+                or num_clusters < 2:
+            raise ValueError(f"num_clusters must be an integer of at least 2, got "
+                             f"{num_clusters!r}")
+        if style_dim < 1:
+            raise ValueError(f"style_dim must be at least 1, got {style_dim}")
+        for name, weight in (("adversarial_weight", adversarial_weight),
+                             ("supervised_weight", supervised_weight)):
+            if not weight >= 0:
+                raise ValueError(f"{name} must be >= 0, got {weight}")
+        super().__init__(
+            dict(input_shape=list(as_shape(input_shape)), num_clusters=num_clusters,
+                 style_dim=style_dim, hidden=list(hidden), likelihood=likelihood,
+                 network=network, activation=activation,
+                 adversarial_weight=adversarial_weight, supervised_weight=supervised_weight,
+                 discriminator_hidden=list(discriminator_hidden)),
+            input_shape,
+        )
+        self.num_clusters, self.style_dim = num_clusters, style_dim
+        #: the labels' range with ``labels=N`` (:meth:`prepare_labels`)
+        self.num_classes = num_clusters
+        self.latent_dim = num_clusters + style_dim
+        self.adversarial_weight = float(adversarial_weight)
+        self.supervised_weight = float(supervised_weight)
+        self.encoder = make_encoder(network, self.input_shape, self.latent_dim, hidden,
+                                    activation_name=activation)
+        decoder = make_decoder(network, self.latent_dim, self.input_shape, hidden,
+                               activation_name=activation)
+        self.likelihood = make_likelihood(likelihood, decoder, self.input_dim, gaussian_scale=1.0)
+        self.style_prior = make_prior("normal", style_dim)
+        self.register_buffer("cluster_logits", torch.zeros(num_clusters))
+        #: D_y on the simplex and D_z on style codes: logits of "a prior draw"
+        self.discriminator = nn.ModuleDict({
+            "y": MLP(num_clusters, discriminator_hidden, 1, activation_name=activation),
+            "z": MLP(style_dim, discriminator_hidden, 1, activation_name=activation),
+        })
+
+    #: validate class labels: integers in 0..K-1, one per data point (as M2's)
+    prepare_labels = SSVAE.prepare_labels
+
+    def heads(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The cluster logits h_y(x) ``(batch, K)`` and style codes h_z(x)."""
+        h = self.encoder(x)
+        return h[..., :self.num_clusters], h[..., self.num_clusters:]
+
+    def prior_sample(self, n: int) -> tuple[Tensor, Tensor]:
+        """n one-hot draws of y and n N(0, I) draws of z (the discriminators' reals)."""
+        y = dist.OneHotCategorical(logits=self.cluster_logits).sample((n,))
+        return y, self.style_prior.sample(n).to(y)
+
+    def model(self, x: Tensor) -> None:
+        """p(x, y, z) = p(y) p(z) p(x | [y, z])."""
+        self.pyro_module()
+        self.check_shape(x)
+        with pyro.plate("data", len(x)):
+            y = pyro.sample("y", dist.OneHotCategorical(logits=self.cluster_logits))
+            z = pyro.sample("z", self.style_prior())
+            pyro.sample("x", self.likelihood(torch.cat([y, z], -1)), obs=x)
+
+    def guide(self, x: Tensor) -> None:
+        """Point masses at softmax(h_y(x)) and h_z(x)."""
+        self.pyro_module()
+        self.check_shape(x)
+        logits, style = self.heads(x)
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Delta(logits.softmax(-1), event_dim=1))
+            pyro.sample("z", dist.Delta(style, event_dim=1))
+
+    def _inputs(self, x: Tensor, y: Tensor | None, x_u: Tensor | None) -> Tensor:
+        """Every input of a batch: ``x`` (labelled first) and ``x_u``."""
+        if y is None and x_u is not None:
+            raise ValueError("unlabelled points x_u come with labelled ones (x, y)")
+        return x if x_u is None else torch.cat([x, x_u])
+
+    def discriminator_loss(self, x: Tensor, y: Tensor | None = None,
+                           x_u: Tensor | None = None) -> Tensor:
+        """Both discriminators' losses on prior draws (real) and detached
+        codes (fake), per point."""
+        logits, style = (h.detach() for h in self.heads(self._inputs(x, y, x_u)))
+        real_y, real_z = self.prior_sample(len(logits))
+        targets = torch.cat([torch.ones(len(logits), 1), torch.zeros(len(logits), 1)]
+                            ).to(logits)
+        loss_y = binary_cross_entropy_with_logits(
+            self.discriminator["y"](torch.cat([real_y, logits.softmax(-1)])), targets)
+        loss_z = binary_cross_entropy_with_logits(
+            self.discriminator["z"](torch.cat([real_z, style])), targets)
+        return 2 * (loss_y + loss_z)
+
+    def generator_loss(self, x: Tensor, y: Tensor | None = None,
+                       x_u: Tensor | None = None) -> Tensor:
+        """Reconstruction plus w times both adversarial terms, plus alpha
+        times the labelled points' cross-entropy; means per point."""
+        inputs = self._inputs(x, y, x_u)
+        logits, style = self.heads(inputs)
+        probs = logits.softmax(-1)
+        reconstruction = -self.likelihood(torch.cat([probs, style], -1)).log_prob(inputs).mean()
+        fooled = sum(binary_cross_entropy_with_logits(d, torch.ones_like(d)) for d in
+                     (self.discriminator["y"](probs), self.discriminator["z"](style)))
+        loss = reconstruction + self.adversarial_weight * fooled
+        if y is not None:
+            loss = loss + self.supervised_weight * cross_entropy(logits[:len(y)], y)
+        return loss
+
+    # ----------------------------------------------------------- conveniences
+    @torch.no_grad()
+    def cluster_probs(self, x: Tensor) -> Tensor:
+        """q(y | x): softmax(h_y(x)), ``(batch, K)``."""
+        return self.heads(self.prepare(x))[0].softmax(-1)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """The most probable cluster of each point (its class, with labels)."""
+        return self.cluster_probs(x).argmax(-1)
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """Codes ``(batch, K + s)``: [softmax(h_y(x)), h_z(x)]."""
+        logits, style = self.heads(self.prepare(x))
+        return torch.cat([logits.softmax(-1), style], -1)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, *, mean: bool = True) -> Tensor:
+        """Draw one-hot y ~ p(y) and z ~ N(0, I); return E[x | y, z]
+        (``mean=True``) or x ~ p(x | y, z)."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        code = torch.cat(self.prior_sample(num_samples), -1).to(self.device)
+        return self.likelihood.mean(code) if mean else self.likelihood(code).sample()
+
+    @torch.no_grad()
+    def figures(self, data: Any, num: int | None = None) -> dict[str, FigureSpec]:
+        """As :meth:`LatentVariableModel.figures`, without the decoded grid of
+        N(0, 1) quantiles (the code is not a 2-d Gaussian)."""
+        out = super().figures(data, num)
+        out.pop("latent_manifold", None)
+        return out
+
+
+register("aae-clusters", CategoricalAdversarialAutoencoder, summary="adversarial autoencoder "
+         "with a categorical and a style code, each matched to its prior by a discriminator: "
+         "unsupervised clustering, or semi-supervised with labels=N",
+         paper="Makhzani et al. 2015, Sec. 5-6")
