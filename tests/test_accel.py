@@ -39,6 +39,9 @@ def pairs():
                 (data_for("bernoulli"),), {"beta": 0.4}))
     out.append(("vae-conv", VAE((1, 8, 8), latent_dim=2, hidden=(16,), network="conv"),
                 (data_for("bernoulli", n=5),), {}))
+    for prior in ("mog", "vamp"):
+        out.append((f"vae-{prior}", VAE((1, 8, 8), latent_dim=3, hidden=(16,), prior=prior,
+                                        prior_components=4), (data_for("bernoulli"),), {}))
     x = data_for("bernoulli")
     label = CVAE((1, 8, 8), condition="label", num_classes=4, latent_dim=3, hidden=(16,))
     out.append(("cvae-label", label, (x, label.condition_from(x, torch.arange(12) % 4)), {}))

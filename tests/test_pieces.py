@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -164,3 +166,42 @@ def test_priors_by_name():
         make_prior("cauchy", 2)
     with pytest.raises(ValueError, match="2-d"):
         make_prior("swiss-roll", 3)
+
+
+def test_the_learned_mixture_prior_is_its_formula_and_learns():
+    from ppvae.pieces import LearnedMixturePrior
+
+    torch.manual_seed(0)
+    prior = LearnedMixturePrior(3, components=4)
+    with torch.no_grad():
+        prior.logits.copy_(torch.tensor([0.0, 1.0, -1.0, 0.5]))
+    z = torch.randn(6, 3)
+    weights = prior.logits.softmax(0)
+    scale = torch.nn.functional.softplus(prior.raw_scale) + 1e-5
+    densities = torch.distributions.Normal(prior.loc, scale).log_prob(z[:, None]).sum(-1).exp()
+    torch.testing.assert_close(prior().log_prob(z), (densities * weights).sum(-1).log())
+    torch.testing.assert_close(scale, torch.ones(4, 3), atol=1e-4, rtol=0)
+    prior().log_prob(z).sum().backward()
+    assert all(p.grad is not None for p in prior.parameters())
+    assert prior.sample(5).shape == (5, 3)
+    with pytest.raises(ValueError, match="at least 1 component"):
+        LearnedMixturePrior(3, components=0)
+
+
+def test_the_vamp_prior_is_the_mean_of_the_posteriors_at_its_pseudo_inputs():
+    from ppvae.pieces import VampPrior
+
+    torch.manual_seed(0)
+    encoder = DiagonalGaussian(MLP(64, (16,), 6), 3)
+    prior = VampPrior(encoder, 64, components=5)
+    assert [name for name, _ in prior.named_parameters()] == ["pseudo_inputs"]
+    with torch.no_grad():
+        prior.pseudo_inputs.uniform_(-0.5, 1.5)  # hardtanh clips to [0, 1]
+    z = torch.randn(7, 3)
+    u = prior.pseudo_inputs.clamp(0, 1)
+    want = torch.stack([encoder(u[k:k + 1]).log_prob(z) for k in range(5)], -1)
+    torch.testing.assert_close(prior().log_prob(z), want.logsumexp(-1) - math.log(5))
+    prior().log_prob(z).sum().backward()  # the prior trains the encoder too
+    assert prior.pseudo_inputs.grad is not None
+    assert all(p.grad is not None for p in encoder.parameters())
+    assert prior.sample(4).shape == (4, 3)

@@ -143,3 +143,33 @@ def test_model_checks_shape_inside_pyro(binary_batch):
 def test_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         VAE(**kwargs)
+
+
+@pytest.mark.parametrize("prior", ["mog", "vamp"])
+def test_a_learned_prior_trains_with_the_model_and_is_saved(prior, tmp_path):
+    import ppvae
+    from ppvae.data import load_dataset
+
+    data = load_dataset("digits")
+    pyro.set_rng_seed(0)
+    vae = VAE(data.image_shape, latent_dim=4, hidden=(32,), likelihood="continuous-bernoulli",
+              prior=prior, prior_components=5)
+    before = [p.detach().clone() for p in vae.prior.parameters()]
+    ppvae.fit(vae, data, epochs=2, progress=False)
+    assert all(not torch.equal(b, p) for b, p in zip(before, vae.prior.parameters()))
+    result = vae.log_likelihood(data.test.x[:10], num_samples=20)
+    assert result.per_datapoint.isfinite().all()
+    loaded = ppvae.load(ppvae.save(vae, tmp_path / prior))
+    assert loaded.config["prior"] == prior and type(loaded.prior) is type(vae.prior)
+    torch.testing.assert_close(loaded.prior().log_prob(torch.zeros(4)),
+                               vae.prior().log_prob(torch.zeros(4)))
+    assert loaded.sample(3).shape == (3, 64)
+    assert "prior" not in VAE(data.image_shape).config  # a standard VAE's config is unchanged
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"prior": "cauchy"}, "unknown prior"), ({"prior_components": 3}, "learned prior"),
+    ({"prior": "vamp", "prior_components": 0}, "positive count")])
+def test_bad_prior_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        VAE(**kwargs)

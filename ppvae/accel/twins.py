@@ -17,7 +17,8 @@ the twins are
 - :func:`elbo_loss`: -(1/K) sum_k sum_i [log p(x_i | z_{k,i}) + beta (log p(z_{k,i}) - log q(z_{k,i}))],
   Pyro's ``Trace_ELBO(num_particles=K, vectorize_particles=True)`` loss;
 - :func:`analytic_elbo_loss`: -(1/K) sum_k sum_i log p(x_i | z_{k,i}) + beta sum_i KL(q_i || p_i),
-  ``TraceMeanField_ELBO``'s;
+  ``TraceMeanField_ELBO``'s (where the KL has no closed form, such as to a
+  mixture prior, its estimate log q(z) - log p(z) at the same draws, as Pyro does);
 - :func:`log_weights`: the (K, N) log weights above (beta does not enter: it
   weights an objective, it is not part of the density);
 - :func:`iwae_loss`: -sum_i log (1/K) sum_k w_{k,i}, with the gradient of
@@ -204,7 +205,11 @@ def analytic_elbo_loss(parts: LatentParts, num_particles: int = 1) -> Tensor:
     q = parts.posterior(*parts.posterior_args)
     z = q.rsample(_prefix(num_particles, False))
     log_px = _log_likelihood(parts, z).sum() / num_particles
-    kl = kl_divergence(q, parts.prior(*parts.prior_args)).sum()
+    prior = parts.prior(*parts.prior_args)
+    try:
+        kl = kl_divergence(q, prior).sum()
+    except NotImplementedError:  # as Pyro does: log q(z) - log p(z) at the draws
+        kl = (q.log_prob(z) - prior.log_prob(z)).sum() / num_particles
     return -log_px + (parts.beta * kl if parts.beta != 1 else kl)
 
 

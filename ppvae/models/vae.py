@@ -7,6 +7,12 @@ Generative model and amortized guide, for each data point i::
     x_i ~ p(x | z_i)                      (Bernoulli / Gaussian / continuous Bernoulli)
     q(z_i | x_i) = N(mu(x_i), diag sigma(x_i)^2)
 
+The prior may instead be learned with the model: a mixture of K diagonal
+Gaussians (``prior="mog"``, :class:`ppvae.pieces.LearnedMixturePrior`) or the
+VampPrior p(z) = (1/K) sum_k q(z | u_k) at K learned pseudo-inputs
+(``prior="vamp"``, Tomczak & Welling 2018, :class:`ppvae.pieces.VampPrior`);
+both are densities, so the pair is scored as before.
+
 The beta-VAE objective is E_q[log p(x|z)] - beta * KL(q(z|x) || p(z)). Since the
 KL term is E_q[log q(z|x) - log p(z)], it is obtained by scaling the ``z`` site
 by beta in *both* the model and the guide (scaling the model alone would weight
@@ -27,7 +33,16 @@ from ppvae.accel import LatentParts
 from ppvae.models.base import LatentVariableModel, as_shape, check_latent_settings
 from ppvae.models.registry import register
 from ppvae.nn import make_decoder, make_encoder
-from ppvae.pieces import DiagonalGaussian, StandardNormalPrior, make_likelihood
+from ppvae.pieces import (
+    DiagonalGaussian,
+    LearnedMixturePrior,
+    StandardNormalPrior,
+    VampPrior,
+    make_likelihood,
+)
+
+#: the priors a :class:`VAE` takes, by name
+VAE_PRIORS = ("normal", "mog", "vamp")
 
 
 class VAE(LatentVariableModel):
@@ -43,6 +58,10 @@ class VAE(LatentVariableModel):
         network: ``"mlp"`` or ``"conv"``.
         activation: hidden activation, e.g. ``"relu"`` or ``"tanh"``.
         beta: weight of the KL term (1 gives the ELBO).
+        prior: ``"normal"`` (N(0, I)), ``"mog"`` or ``"vamp"`` (learned; see
+            the module doc).
+        prior_components: K of a learned prior (default 10 for ``"mog"``,
+            500 for ``"vamp"``, the VampPrior paper's MNIST setting).
 
     ``model(x, beta=None)`` and ``guide(x, beta=None)`` put the batch in
     ``pyro.plate("data", len(x))``; ``beta`` overrides the model's weight for
@@ -58,22 +77,34 @@ class VAE(LatentVariableModel):
         network: str = "mlp",
         activation: str = "relu",
         beta: float = 1.0,
+        prior: str = "normal",
+        prior_components: int | None = None,
     ) -> None:
         check_latent_settings(latent_dim, beta)
-        super().__init__(
-            dict(input_shape=list(as_shape(input_shape)), latent_dim=latent_dim,
-                 hidden=list(hidden), likelihood=likelihood, network=network,
-                 activation=activation, beta=beta),
-            input_shape,
-        )
+        if prior not in VAE_PRIORS:
+            raise ValueError(f"unknown prior {prior!r}; choose one of {list(VAE_PRIORS)}")
+        if prior_components is not None and (prior == "normal" or prior_components < 1):
+            raise ValueError("prior_components takes a positive count, for a learned prior "
+                             f"(mog or vamp); got {prior_components} with prior {prior!r}")
+        config = dict(input_shape=list(as_shape(input_shape)), latent_dim=latent_dim,
+                      hidden=list(hidden), likelihood=likelihood, network=network,
+                      activation=activation, beta=beta)
+        if prior != "normal":  # a standard-normal VAE's config stays as it was
+            config.update(prior=prior, prior_components=prior_components)
+        super().__init__(config, input_shape)
         self.latent_dim = latent_dim
         self.beta = beta
-        self.prior = StandardNormalPrior(latent_dim)
         self.encoder = DiagonalGaussian(
             make_encoder(network, self.input_shape, 2 * latent_dim, hidden,
                          activation_name=activation),
             latent_dim,
         )
+        if prior == "mog":
+            self.prior = LearnedMixturePrior(latent_dim, prior_components or 10)
+        elif prior == "vamp":
+            self.prior = VampPrior(self.encoder, self.input_dim, prior_components or 500)
+        else:
+            self.prior = StandardNormalPrior(latent_dim)
         self.likelihood = make_likelihood(
             likelihood,
             make_decoder(network, latent_dim, self.input_shape, hidden,

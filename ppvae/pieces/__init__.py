@@ -19,8 +19,10 @@ from ppvae.pieces.priors import (
     FlatPrior,
     GaussianMixturePrior,
     LaplacePrior,
+    LearnedMixturePrior,
     StandardNormalPrior,
     SwissRollPrior,
+    VampPrior,
     make_prior,
 )
 
@@ -36,9 +38,11 @@ __all__ = [
     "GaussianLikelihood",
     "GaussianMixturePrior",
     "LaplacePrior",
+    "LearnedMixturePrior",
     "ObservationModel",
     "StandardNormalPrior",
     "SwissRollPrior",
+    "VampPrior",
     "check_support",
     "detach_distribution",
     "make_likelihood",

@@ -144,6 +144,70 @@ class SwissRollPrior(nn.Module):
         return z + self.noise * torch.randn_like(z)
 
 
+class LearnedMixturePrior(nn.Module):
+    """A mixture of K diagonal Gaussians whose weights, means and scales are
+    learned with the model (a mixture-of-Gaussians prior)::
+
+        p(z) = sum_k pi_k N(z; m_k, diag s_k^2),   pi = softmax(a),  s_k = softplus(r_k) + 1e-5
+
+    Initialized with equal weights, unit scales and means drawn from N(0, I)
+    (torch's random state), so that the components start apart."""
+
+    def __init__(self, latent_dim: int, components: int = 10) -> None:
+        super().__init__()
+        if components < 1:
+            raise ValueError(f"a mixture prior needs at least 1 component, got {components}")
+        self.latent_dim, self.num_components = latent_dim, components
+        self.logits = nn.Parameter(torch.zeros(components))
+        self.loc = nn.Parameter(torch.randn(components, latent_dim))
+        # softplus(0.5413) = 1: unit scales at the start
+        self.raw_scale = nn.Parameter(torch.full((components, latent_dim), 0.5413))
+
+    def forward(self, context: Tensor | None = None) -> dist.Distribution:
+        scale = nn.functional.softplus(self.raw_scale) + 1e-5
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits),
+                                      dist.Normal(self.loc, scale).to_event(1))
+
+    def sample(self, n: int) -> Tensor:
+        """n draws ``(n, latent_dim)``."""
+        return self().sample((n,))
+
+
+class VampPrior(nn.Module):
+    """The variational mixture of posteriors (Tomczak & Welling 2018,
+    "VAE with a VampPrior"): the model's own amortized posterior at K learned
+    pseudo-inputs u_k, equally weighted::
+
+        p(z) = (1 / K) sum_k q(z | u_k),   u_k = hardtanh(v_k) in [0, 1]^D
+
+    ``encoder`` is the model's q(z | x) (a :class:`ppvae.pieces.DiagonalGaussian`);
+    the prior shares its parameters and keeps it as a plain attribute, not a
+    submodule (the model owns it: saved once, moved with the model). The
+    pseudo-inputs v start at N(0.05, 0.01^2) per pixel, the paper's MNIST
+    setting, and are parameters of this prior. As a prior of the data set's
+    inputs it holds only for inputs in [0, 1] (flattened, ``input_dim``
+    values each)."""
+
+    def __init__(self, encoder: nn.Module, input_dim: int, components: int = 500) -> None:
+        super().__init__()
+        if components < 1:
+            raise ValueError(f"a VampPrior needs at least 1 pseudo-input, got {components}")
+        object.__setattr__(self, "encoder", encoder)
+        self.latent_dim, self.num_components = encoder.latent_dim, components
+        self.pseudo_inputs = nn.Parameter(0.05 + 0.01 * torch.randn(components, input_dim))
+
+    def forward(self, context: Tensor | None = None) -> dist.Distribution:
+        u = nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)
+        components = self.encoder(u)  # batch shape (K,), event (latent_dim,)
+        weights = dist.Categorical(logits=u.new_zeros(self.num_components))
+        return dist.MixtureSameFamily(weights, components)
+
+    def sample(self, n: int) -> Tensor:
+        """n draws ``(n, latent_dim)``."""
+        with torch.no_grad():
+            return self().sample((n,))
+
+
 #: the priors :func:`make_prior` builds, by name
 PRIORS = ("normal", "mixture", "swiss-roll")
 
