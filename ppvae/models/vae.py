@@ -11,7 +11,11 @@ The prior may instead be learned with the model: a mixture of K diagonal
 Gaussians (``prior="mog"``, :class:`ppvae.pieces.LearnedMixturePrior`) or the
 VampPrior p(z) = (1/K) sum_k q(z | u_k) at K learned pseudo-inputs
 (``prior="vamp"``, Tomczak & Welling 2018, :class:`ppvae.pieces.VampPrior`);
-both are densities, so the pair is scored as before.
+both are densities, so the pair is scored as before. The guide may be an
+inverse autoregressive flow on the Gaussian (``posterior="iaf"``, Kingma et
+al. 2016, :class:`ppvae.pieces.IAFPosterior`): ``num_flows`` steps
+conditioned on a context h(x) of ``2 * latent_dim`` features that the encoder
+also outputs.
 
 The beta-VAE objective is E_q[log p(x|z)] - beta * KL(q(z|x) || p(z)). Since the
 KL term is E_q[log q(z|x) - log p(z)], it is obtained by scaling the ``z`` site
@@ -35,6 +39,7 @@ from ppvae.models.registry import register
 from ppvae.nn import make_decoder, make_encoder
 from ppvae.pieces import (
     DiagonalGaussian,
+    IAFPosterior,
     LearnedMixturePrior,
     StandardNormalPrior,
     VampPrior,
@@ -43,6 +48,8 @@ from ppvae.pieces import (
 
 #: the priors a :class:`VAE` takes, by name
 VAE_PRIORS = ("normal", "mog", "vamp")
+#: the guides a :class:`VAE` takes, by name
+VAE_POSTERIORS = ("gaussian", "iaf")
 
 
 class VAE(LatentVariableModel):
@@ -62,6 +69,8 @@ class VAE(LatentVariableModel):
             the module doc).
         prior_components: K of a learned prior (default 10 for ``"mog"``,
             500 for ``"vamp"``, the VampPrior paper's MNIST setting).
+        posterior: ``"gaussian"`` (diagonal) or ``"iaf"``.
+        num_flows: the IAF's steps (``posterior="iaf"`` only).
 
     ``model(x, beta=None)`` and ``guide(x, beta=None)`` put the batch in
     ``pyro.plate("data", len(x))``; ``beta`` overrides the model's weight for
@@ -79,8 +88,15 @@ class VAE(LatentVariableModel):
         beta: float = 1.0,
         prior: str = "normal",
         prior_components: int | None = None,
+        posterior: str = "gaussian",
+        num_flows: int = 2,
     ) -> None:
         check_latent_settings(latent_dim, beta)
+        if posterior not in VAE_POSTERIORS:
+            raise ValueError(f"unknown posterior {posterior!r}; choose one of "
+                             f"{list(VAE_POSTERIORS)}")
+        if posterior == "gaussian" and num_flows != 2:
+            raise ValueError("num_flows goes with posterior='iaf'")
         if prior not in VAE_PRIORS:
             raise ValueError(f"unknown prior {prior!r}; choose one of {list(VAE_PRIORS)}")
         if prior_components is not None and (prior == "normal" or prior_components < 1):
@@ -89,16 +105,24 @@ class VAE(LatentVariableModel):
         config = dict(input_shape=list(as_shape(input_shape)), latent_dim=latent_dim,
                       hidden=list(hidden), likelihood=likelihood, network=network,
                       activation=activation, beta=beta)
-        if prior != "normal":  # a standard-normal VAE's config stays as it was
+        if prior != "normal":  # a standard VAE's config stays as it was
             config.update(prior=prior, prior_components=prior_components)
+        if posterior != "gaussian":
+            config.update(posterior=posterior, num_flows=num_flows)
         super().__init__(config, input_shape)
         self.latent_dim = latent_dim
         self.beta = beta
-        self.encoder = DiagonalGaussian(
-            make_encoder(network, self.input_shape, 2 * latent_dim, hidden,
-                         activation_name=activation),
-            latent_dim,
-        )
+        if posterior == "iaf":
+            self.encoder = IAFPosterior(
+                make_encoder(network, self.input_shape, 4 * latent_dim, hidden,
+                             activation_name=activation),
+                latent_dim, 2 * latent_dim, num_flows)
+        else:
+            self.encoder = DiagonalGaussian(
+                make_encoder(network, self.input_shape, 2 * latent_dim, hidden,
+                             activation_name=activation),
+                latent_dim,
+            )
         if prior == "mog":
             self.prior = LearnedMixturePrior(latent_dim, prior_components or 10)
         elif prior == "vamp":
@@ -144,9 +168,14 @@ class VAE(LatentVariableModel):
 
     @torch.no_grad()
     def encode(self, x: Tensor, *, sample: bool = False) -> Tensor:
-        """Latent codes ``(batch, latent_dim)``: the posterior mean, or a draw."""
-        q = self.posterior(x)
-        return q.sample() if sample else q.mean
+        """Latent codes ``(batch, latent_dim)``: the posterior mean (with an
+        IAF, the flow's image of its base mean: :meth:`ppvae.pieces.IAFPosterior.code`),
+        or a draw."""
+        if sample:
+            return self.posterior(x).sample()
+        if isinstance(self.encoder, IAFPosterior):
+            return self.encoder.code(self.prepare(x))
+        return self.posterior(x).mean
 
 
 

@@ -1,9 +1,11 @@
-"""Generative pieces shared by all models: priors p(z), observation models
-p(x | z[, y]), amortized diagonal-Gaussian posteriors q(z | x[, y]) and the
-corruption processes of denoising models."""
+"""Generative pieces shared by all models: priors p(z) (fixed or learned),
+observation models p(x | z[, y]), amortized posteriors q(z | x[, y])
+(diagonal Gaussians, inverse autoregressive flows) and the corruption
+processes of denoising models."""
 
 from ppvae.pieces.corruption import NOISES, Corruption
 from ppvae.pieces.detach import detach_distribution
+from ppvae.pieces.flows import IAFPosterior
 from ppvae.pieces.likelihoods import (
     LIKELIHOODS,
     BernoulliLikelihood,
@@ -37,6 +39,7 @@ __all__ = [
     "FlatPrior",
     "GaussianLikelihood",
     "GaussianMixturePrior",
+    "IAFPosterior",
     "LaplacePrior",
     "LearnedMixturePrior",
     "ObservationModel",
