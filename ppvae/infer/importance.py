@@ -130,6 +130,60 @@ def _reduce(log_prob: Tensor, name: str, rank: int, data_dim: int) -> Tensor:
     return log_prob.sum(other) if other else log_prob
 
 
+def _traces(model: Callable, guide: Callable, args: tuple, kwargs: dict, num_particles: int,
+            rank: int, guide_values: Callable[[Trace], None] | None,
+            detach_values: bool = False) -> tuple[Trace, Trace, list[str]]:
+    """The guide's trace with K particles (enumerated sites in parallel), the
+    model's replayed against it, and the enumerated sites' names. With
+    ``detach_values`` the draws are cut from the graph and the guide is run
+    again on them (its later sites' distributions then see the cut draws)."""
+    particles = pyro.plate(PARTICLE_PLATE, num_particles, dim=-(rank - 1))
+    enumerated_guide = poutine.enum(particles(guide), first_available_dim=-rank)
+    guide_tr = poutine.trace(enumerated_guide).get_trace(*args, **kwargs)
+    if guide_values is not None:
+        guide_values(guide_tr)
+    if detach_values:
+        for site in guide_tr.nodes.values():
+            if site["type"] == "sample" and not site["is_observed"]:
+                site["value"] = site["value"].detach()
+        guide_tr = poutine.trace(poutine.replay(enumerated_guide, trace=guide_tr)).get_trace(
+            *args, **kwargs)
+    model_tr = poutine.trace(poutine.replay(particles(model), trace=guide_tr)).get_trace(*args, **kwargs)
+    guide_tr, model_tr = prune_subsample_sites(guide_tr), prune_subsample_sites(model_tr)
+    enumerated = [n for n, site in guide_tr.nodes.items()
+                  if site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None]
+    if len(enumerated) > 1:
+        raise NotImplementedError(f"one enumerated site is supported, got {enumerated}")
+    check_densities(model_tr, guide_tr, enumerated)
+    return model_tr, guide_tr, enumerated
+
+
+def _log_densities(model_tr: Trace, guide_tr: Trace, enumerated: Sequence[str], rank: int,
+                   data_plate: str, detach_guide_params: bool) -> tuple[Tensor, Tensor]:
+    """log p(x, z) and log q(z | x) (without enumerated sites, whose q(y | x)
+    cancels), each ``(E or 1, K or 1, N or 1)``."""
+    totals: list[Tensor | float] = [0.0, 0.0]
+    for tr, side in ((model_tr, 0), (guide_tr, 1)):
+        for name, site in tr.nodes.items():
+            if site["type"] != "sample" or (side and name in enumerated):
+                continue  # an enumerated site's q(y | x) cancels: it is summed over
+            if not side and not site["is_observed"] and name not in guide_tr.nodes:
+                raise ValueError(
+                    f"latent site {name!r} of the model has no counterpart in the guide; "
+                    "importance sampling needs the guide to propose every latent"
+                )
+            frame = _data_frame(name, site, data_plate)
+            fn = detach_distribution(site["fn"]) if side and detach_guide_params else site["fn"]
+            log_prob = fn.log_prob(site["value"])
+            if site["mask"] is not None:
+                log_prob = torch.where(site["mask"], log_prob, torch.zeros_like(log_prob))
+            totals[side] = totals[side] + _reduce(log_prob, name, rank, frame.dim)
+    if not isinstance(totals[0], Tensor):
+        raise ValueError("the model and guide have no sample sites")
+    log_p, log_q = totals
+    return log_p, log_q if isinstance(log_q, Tensor) else torch.zeros_like(log_p)
+
+
 def per_datapoint_log_weights(
     model: Callable,
     guide: Callable,
@@ -155,34 +209,33 @@ def per_datapoint_log_weights(
             (used by DReG).
     """
     rank = plate_nesting + 2  # data plates, particles, one enumeration dimension
-    particles = pyro.plate(PARTICLE_PLATE, num_particles, dim=-(rank - 1))
-    enumerated_guide = poutine.enum(particles(guide), first_available_dim=-rank)
-    guide_tr = poutine.trace(enumerated_guide).get_trace(*args, **kwargs)
-    if guide_values is not None:
-        guide_values(guide_tr)
-    model_tr = poutine.trace(poutine.replay(particles(model), trace=guide_tr)).get_trace(*args, **kwargs)
-    guide_tr, model_tr = prune_subsample_sites(guide_tr), prune_subsample_sites(model_tr)
-    enumerated = [n for n, site in guide_tr.nodes.items()
-                  if site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None]
-    if len(enumerated) > 1:
-        raise NotImplementedError(f"one enumerated site is supported, got {enumerated}")
-    check_densities(model_tr, guide_tr, enumerated)
-    log_w: Tensor | float = 0.0
-    for tr, sign in ((model_tr, 1.0), (guide_tr, -1.0)):
-        for name, site in tr.nodes.items():
-            if site["type"] != "sample" or (sign < 0 and name in enumerated):
-                continue  # an enumerated site's q(y | x) cancels: it is summed over
-            if sign > 0 and not site["is_observed"] and name not in guide_tr.nodes:
-                raise ValueError(
-                    f"latent site {name!r} of the model has no counterpart in the guide; "
-                    "importance sampling needs the guide to propose every latent"
-                )
-            frame = _data_frame(name, site, data_plate)
-            fn = detach_distribution(site["fn"]) if sign < 0 and detach_guide_params else site["fn"]
-            log_prob = fn.log_prob(site["value"])
-            if site["mask"] is not None:
-                log_prob = torch.where(site["mask"], log_prob, torch.zeros_like(log_prob))
-            log_w = log_w + sign * _reduce(log_prob, name, rank, frame.dim)
-    if not isinstance(log_w, Tensor):
-        raise ValueError("the model and guide have no sample sites")
-    return torch.logsumexp(log_w, 0)
+    model_tr, guide_tr, enumerated = _traces(model, guide, args, kwargs, num_particles, rank,
+                                             guide_values)
+    log_p, log_q = _log_densities(model_tr, guide_tr, enumerated, rank, data_plate,
+                                  detach_guide_params)
+    return torch.logsumexp(log_p - log_q, 0)
+
+
+def per_datapoint_log_densities(
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    *,
+    num_particles: int,
+    plate_nesting: int,
+    data_plate: str = "data",
+) -> tuple[Tensor, Tensor]:
+    """log p(x_i, z_{k,i}) and log q(z_{k,i} | x_i), each ``(num_particles,
+    num_data)``, at K draws z_{k,i} ~ q(z | x_i) cut from the graph (no
+    reparameterization: the gradients are those of the log densities at
+    fixed draws, as reweighted wake-sleep takes them). The guide may not
+    enumerate a site. Arguments as for :func:`per_datapoint_log_weights`."""
+    rank = plate_nesting + 2
+    model_tr, guide_tr, enumerated = _traces(model, guide, args, kwargs, num_particles, rank,
+                                             None, detach_values=True)
+    if enumerated:
+        raise NotImplementedError(f"the guide enumerates {enumerated}: log q of the draws is "
+                                  "not defined per particle")
+    log_p, log_q = _log_densities(model_tr, guide_tr, enumerated, rank, data_plate, False)
+    return log_p[0], log_q[0]

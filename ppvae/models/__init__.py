@@ -24,11 +24,12 @@ from ppvae.models.adversarial import (  # isort: skip
 from ppvae.models.wae import WAEGAN, WassersteinAutoencoder  # isort: skip
 from ppvae.models.vaegan import VAEGAN  # isort: skip
 from ppvae.models.two_layer import TwoLayerVAE  # isort: skip
+from ppvae.models.helmholtz import HelmholtzMachine  # isort: skip
 
 __all__ = ["CVAE", "REGISTRY", "SSVAE", "VAE", "AdversarialAutoencoder", "Autoencoder",
            "CategoricalAdversarialAutoencoder",
            "CompletionBaseline", "ContractiveAutoencoder", "DenoisingAutoencoder", "DenoisingVAE",
-           "FigureSpec", "JointAutoencoder", "LabelledAdversarialAutoencoder",
+           "FigureSpec", "HelmholtzMachine", "JointAutoencoder", "LabelledAdversarialAutoencoder",
            "LatentVariableModel", "LinearAutoencoder", "LinearGaussian", "M1Codes", "ModelEntry",
            "PredictiveSparseDecomposition", "SparseAutoencoder", "StackedAutoencoder", "TwoLayerVAE", "VAEGAN",
            "WAEGAN", "WassersteinAutoencoder", "register"]

@@ -10,6 +10,7 @@ from ppvae.train.plans import (
     JointPlan,
     LayerwisePlan,
     ReconstructionPlan,
+    RWSPlan,
     SemiSupervisedPlan,
     TrainingDiverged,
     TrainingPlan,
@@ -17,5 +18,5 @@ from ppvae.train.plans import (
 )
 
 __all__ = ["PLANS", "AdversarialPlan", "ELBOPlan", "History", "JointPlan", "LayerwisePlan",
-           "ReconstructionPlan", "SemiSupervisedPlan", "TrainingDiverged", "TrainingPlan",
+           "ReconstructionPlan", "RWSPlan", "SemiSupervisedPlan", "TrainingDiverged", "TrainingPlan",
            "evaluate", "fit", "make_plan"]

@@ -22,6 +22,8 @@ new plan here, registered in :data:`PLANS`, never an edit of ``fit``.
   layer-wise pretraining then fine-tuning of the whole stack.
 - :class:`JointPlan` (``"joint"``): reconstruction of all points plus
   classification of the labelled ones, on mixed labelled/unlabelled batches.
+- :class:`RWSPlan` (``"rws"``): reweighted wake-sleep, per data point, for
+  pairs with discrete (or any non-reparameterized) latents.
 
 Each Lightning step takes a group of consecutive batches
 (:class:`ppvae.train.batches.Groups`) and makes one optimizer step per batch
@@ -59,7 +61,7 @@ from torch.nn.functional import cross_entropy
 from ppvae import accel
 from ppvae.data import Dataset, LabelSplit, label_split
 from ppvae.infer import IWAE, SemiSupervisedELBO, make_objective
-from ppvae.infer.importance import max_plate_nesting
+from ppvae.infer.importance import max_plate_nesting, per_datapoint_log_densities
 from ppvae.train import contract
 from ppvae.train.batches import EpochBatches, MixedBatches, epoch_seed, model_batches
 
@@ -801,10 +803,108 @@ class AdversarialPlan(TrainingPlan):
         return adam(rest, self.lr), adam(discriminator, self.discriminator_lr)
 
 
+class RWSPlan(TrainingPlan):
+    """Reweighted wake-sleep (Bornschein & Bengio 2015), per data point.
+
+    For each x_i of a batch, K draws h_{k,i} ~ q(h | x_i), held fixed (no
+    reparameterization: discrete latents are welcome), log weights
+    log w_{k,i} = log p(x_i, h_{k,i}) - log q(h_{k,i} | x_i) and their
+    normalized values w~_{k,i} = w_{k,i} / sum_j w_{j,i}
+    (:func:`ppvae.infer.importance.per_datapoint_log_densities`). The
+    gradients, w~ held fixed::
+
+        wake, p:   sum_k w~_{k,i} grad log p(x_i, h_{k,i})    = grad log (1/K) sum_k w_{k,i}
+        wake, q:   sum_k w~_{k,i} grad log q(h_{k,i} | x_i)
+        sleep, q:  grad log q(h' | x'),   (x', h') ~ p(x, h), as many as the batch
+
+    The model's parameters follow the wake-p gradient; the guide's follow
+    ``insomnia`` x wake-q + (1 - insomnia) x sleep-q (the paper found both
+    phases together best: 0.5). One Adam step on the sum of the three
+    surrogate losses, means per point: each reaches only its own side's
+    parameters (log p the model's, log q the guide's; a parameter used by
+    both sides gets both). The sleep phase needs the model's
+    ``dream(n) -> (x, {latent site: value})``; ``insomnia=1`` needs none.
+    Pyro's ``ReweightedWakeSleep`` weighs the whole batch as one data point
+    (one weight per particle for the batch's joint density), which is why
+    this plan exists.
+
+    Logged: ``train_bound`` and ``val_bound``, the mean per point of
+    log (1/K) sum_k w_{k,i} (the IWAE bound at the draws; its validation
+    value picks the best epoch).
+
+    Args:
+        num_particles: K (at least 2: one draw has weight 1).
+        insomnia: the wake share of the guide's gradient, in [0, 1].
+        lr, seed, accel: as for :class:`TrainingPlan` (no twin: ``accel`` unused).
+    """
+
+    name = "rws"
+    train_metric = "train_bound"
+    metric_sign = -1.0
+    monitor = ("val_bound", "max")
+
+    def __init__(self, model: nn.Module, *, num_particles: int = 5, insomnia: float = 0.5,
+                 lr: float = 1e-3, seed: int = 0, accel: bool = True) -> None:
+        super().__init__(model, lr=lr, seed=seed, accel=accel)
+        if num_particles < 2:
+            raise ValueError(f"reweighted wake-sleep needs num_particles >= 2, got {num_particles}")
+        if not 0 <= insomnia <= 1:
+            raise ValueError(f"insomnia must lie in [0, 1], got {insomnia}")
+        if insomnia < 1 and not callable(getattr(model, "dream", None)):
+            raise ValueError(f"the sleep phase (insomnia < 1) draws from the model: "
+                             f"{type(model).__name__} has no dream(n); use insomnia=1")
+        self.num_particles, self.insomnia = num_particles, float(insomnia)
+        self._nesting: int | None = None
+
+    def wake(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor]:
+        """Per point: the wake-p and wake-q surrogate losses and the bound."""
+        model = self.model
+        if self._nesting is None:
+            self._nesting = max_plate_nesting(model.model, model.guide, *batch)
+        log_p, log_q = per_datapoint_log_densities(
+            model.model, model.guide, batch, {}, num_particles=self.num_particles,
+            plate_nesting=self._nesting)
+        log_w = (log_p - log_q).detach()
+        weights = torch.softmax(log_w, 0)
+        bound = torch.logsumexp(log_w, 0) - math.log(self.num_particles)
+        return -(weights * log_p).sum(0), -(weights * log_q).sum(0), bound
+
+    def sleep(self, n: int) -> Tensor:
+        """The sleep-q surrogate loss, mean over n dreams: -log q(h' | x')."""
+        x, latents = self.model.dream(n)
+        trace = poutine.trace(poutine.condition(self.model.guide, data=latents)).get_trace(x)
+        log_q = sum(site["fn"].log_prob(site["value"]).sum() for name, site in trace.nodes.items()
+                    if site["type"] == "sample" and name in latents)
+        return -log_q / n
+
+    def loss(self, batch: tuple[Tensor, ...], index: int, total: int) -> Tensor:
+        wake_p, wake_q, bound = self.wake(batch)
+        loss = wake_p.mean() + self.insomnia * wake_q.mean()
+        if self.insomnia < 1:
+            loss = loss + (1 - self.insomnia) * self.sleep(len(batch[0]))
+        self._bound = bound.mean().detach()
+        return loss
+
+    def train_batch(self, batch: tuple[Tensor, ...], index: int, total: int,
+                    last: bool = True) -> None:
+        """:meth:`TrainingPlan.train_batch`, logging the bound, not the surrogate loss."""
+        if not self._checked:
+            self.check_first(batch, lambda: self.loss(batch, index, total))
+        loss = self.loss(batch, index, total)
+        loss = self.checked(loss, batch, index, train_bound=self._bound)
+        optimizer = self.step_optimizer()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+
+    def validate(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        return {"val_bound": self.wake(batch)[2].mean()}
+
+
 #: the plans ``fit(plan=NAME)`` and a model's ``default_plan`` name
 PLANS: dict[str, type[TrainingPlan]] = {
     plan.name: plan for plan in (ELBOPlan, SemiSupervisedPlan, ReconstructionPlan, AdversarialPlan,
-                                 LayerwisePlan, JointPlan)
+                                 LayerwisePlan, JointPlan, RWSPlan)
 }
 
 
