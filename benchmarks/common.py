@@ -12,10 +12,10 @@ import torch
 from ppvae.models import VAE
 
 
-def iwae_paper_vae(**kwargs) -> VAE:
+def iwae_paper_vae(input_shape=(1, 28, 28), **kwargs) -> VAE:
     """The one-stochastic-layer MNIST model of Burda et al. (2016): encoder
     784-200-200-(50, 50), decoder 50-200-200-784, tanh, Bernoulli likelihood."""
-    return VAE((1, 28, 28), latent_dim=50, hidden=(200, 200), activation="tanh", **kwargs)
+    return VAE(input_shape, latent_dim=50, hidden=(200, 200), activation="tanh", **kwargs)
 
 
 def linear_flops(module: torch.nn.Module) -> int:

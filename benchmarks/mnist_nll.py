@@ -1,17 +1,38 @@
-"""Test log-likelihood on MNIST of a VAE and an IWAE, with the IWAE paper's setup.
+"""Test log-likelihood on MNIST with the IWAE paper's networks: VAE and IWAE
+with one and two stochastic layers, learned priors, an IAF guide and a
+Helmholtz machine trained by reweighted wake-sleep, at one CPU budget each.
 
-Burda, Grosse & Salakhutdinov (2016), one stochastic layer: encoder
-784-200-200-(50, 50) and decoder 50-200-200-784 with tanh, Bernoulli
-likelihood, MNIST with dynamic binarization, Adam. Each model trains for a
-stated wall-clock budget on this machine (the paper trains 3280 epochs), then
-its test negative log-likelihood is estimated with K = 5000 importance samples
-per test image (ppvae.infer.log_likelihood). The paper reports 86.76 (VAE) and
-84.78 (IWAE, K = 50); pythae reproduces 89.78 and 86.82.
+Burda, Grosse & Salakhutdinov (2016): one stochastic layer, encoder
+784-200-200-(50, 50) and decoder 50-200-200-784; two layers, x -> 200-200 ->
+z1 (100) -> 100-100 -> z2 (50) and back; tanh, Bernoulli likelihood, MNIST
+dynamically binarized, Adam. Models (``--models``):
 
-Prints a Markdown table (for benchmarks/README.md) and writes JSON records.
+- ``vae``, ``iwae``: one layer, trained on the ELBO / the IWAE bound with
+  ``--iwae-k`` samples;
+- ``vae-2l``, ``iwae-2l``: :class:`ppvae.models.TwoLayerVAE`, the same two ways;
+- ``vamp``: the one-layer VAE with the VampPrior (``--pseudo-inputs``, 500 as
+  in Tomczak & Welling 2018); ``mog``: with a learned mixture of
+  ``--mog-components`` Gaussians;
+- ``iaf``: the one-layer VAE with an IAF guide of ``--flows`` steps;
+- ``rws``: :class:`ppvae.models.HelmholtzMachine`, binary layers 200-200
+  (linear sigmoid belief network conditionals), reweighted wake-sleep with
+  ``--rws-k`` samples and insomnia 0.5.
+
+Each model trains for ``--minutes`` of wall-clock time (the paper trains 3280
+epochs), keeping the best validation epoch; then its test negative
+log-likelihood is estimated with K = ``--eval-samples`` importance samples per
+image on the first ``--eval-images`` test images (``ppvae.infer.log_likelihood``).
+The validation split is 10% of MNIST's training file (seed ``--seed``).
+
+Resumable: each finished model's record is ``--out/<model>.json`` (with the
+settings; a record of other settings is refused), so two processes may run
+disjoint ``--models`` into one ``--out``; the table is printed from every
+record present.
 
 Usage: PPVAE_DATA=../shared/data python benchmarks/mnist_nll.py --minutes 20
-       [--models vae iwae] [--eval-samples 5000] [--eval-images 10000] [--out DIR]
+       [--models vae iwae vae-2l ...] [--eval-samples 5000] [--eval-images 10000] [--out DIR]
+Quick check: python benchmarks/mnist_nll.py --dataset digits --minutes 0.1 --eval-samples 20
+       --out /tmp/nll-check
 """
 
 from __future__ import annotations
@@ -25,38 +46,71 @@ import pyro
 from common import iwae_paper_vae, machine
 
 import ppvae
+from ppvae.atomic import atomic_write
 from ppvae.data import load_dataset
+from ppvae.models import HelmholtzMachine, TwoLayerVAE
 
-PAPER = {"vae": 86.76, "iwae": 84.78}
-PYTHAE = {"vae": 89.78, "iwae": 86.82}
+MODELS = ("vae", "iwae", "vae-2l", "iwae-2l", "vamp", "mog", "iaf", "rws")
+#: Burda et al. (2016), 3280 epochs; Tomczak & Welling (2018) on the fixed binarization
+PAPER = {"vae": "86.76", "iwae": "84.78 (K = 50)", "vae-2l": "85.33",
+         "iwae-2l": "82.90 (K = 50)", "vamp": "85.57 (fixed binarization)"}
+PYTHAE = {"vae": "89.78", "iwae": "86.82"}
+LABELS = {"vae": "VAE", "iwae": "IWAE", "vae-2l": "VAE, 2 layers", "iwae-2l": "IWAE, 2 layers",
+          "vamp": "VAE, VampPrior", "mog": "VAE, mixture prior", "iaf": "VAE, IAF guide",
+          "rws": "Helmholtz machine, RWS"}
+#: settings that change a model's record (``--models``, ``--out`` do not)
+SETTINGS = ("dataset", "minutes", "iwae_k", "rws_k", "pseudo_inputs", "mog_components", "flows",
+            "batch_size", "lr", "eval_samples", "eval_images", "seed")
+
+
+def build(name: str, args: argparse.Namespace, shape):
+    """The model ``name`` and its fit options."""
+    if name in ("vae-2l", "iwae-2l"):
+        model = TwoLayerVAE(shape, latent_dim=100, top_latent_dim=50, hidden=(200, 200),
+                            top_hidden=(100, 100))
+    elif name == "rws":
+        return HelmholtzMachine(shape, layers=(200, 200)), {"num_particles": args.rws_k}
+    elif name == "vamp":
+        model = iwae_paper_vae(input_shape=shape, prior="vamp", prior_components=args.pseudo_inputs)
+    elif name == "mog":
+        model = iwae_paper_vae(input_shape=shape, prior="mog",
+                               prior_components=args.mog_components)
+    elif name == "iaf":
+        model = iwae_paper_vae(input_shape=shape, posterior="iaf", num_flows=args.flows)
+    else:
+        model = iwae_paper_vae(input_shape=shape)
+    if name.startswith("iwae"):
+        return model, {"objective": "iwae", "num_particles": args.iwae_k}
+    return model, {}
 
 
 def run(name: str, args: argparse.Namespace, data) -> dict:
     pyro.set_rng_seed(args.seed)
-    vae = iwae_paper_vae()
-    objective = {"vae": ("elbo", 1), "iwae": ("iwae", args.iwae_k)}[name]
-    history = ppvae.fit(vae, data, epochs=100_000, max_minutes=args.minutes,
-                        objective=objective[0], num_particles=objective[1], dreg=args.dreg,
-                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                        progress=False, out_dir=Path(args.out) / name)
+    model, options = build(name, args, data.image_shape)
+    history = ppvae.fit(model, data, epochs=100_000, max_minutes=args.minutes,
+                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False,
+                        out_dir=Path(args.out) / name, **options)
     x = data.test.x[: args.eval_images]
     start = time.perf_counter()
-    result = vae.log_likelihood(x, num_samples=args.eval_samples, progress=True)
-    return {"model": name, "objective": objective[0], "train_particles": objective[1],
-            "dreg": args.dreg and name == "iwae", "epochs": history.epochs,
-            "train_minutes": history.seconds / 60, "best_val_elbo": max(history.val_elbo),
-            "test_nll": -result.mean, "test_nll_stderr": result.stderr,
-            "test_elbo": result.elbo_mean, "eval_samples": args.eval_samples,
+    result = model.log_likelihood(x, num_samples=args.eval_samples, progress=True)
+    return {"model": name, "fit_options": options, "epochs": history.epochs,
+            "train_minutes": history.seconds / 60, "test_nll": -result.mean,
+            "test_nll_stderr": result.stderr, "test_elbo": result.elbo_mean,
             "eval_images": len(x), "eval_seconds": time.perf_counter() - start,
-            "khat_max": result.khat_max, "frac_khat_above_0.7": result.frac_khat_above}
+            "khat_max": result.khat_max, "frac_khat_above_0.7": result.frac_khat_above,
+            "machine": machine()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", choices=["vae", "iwae"], default=["vae", "iwae"])
+    parser.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per model")
     parser.add_argument("--iwae-k", type=int, default=50)
-    parser.add_argument("--dreg", action="store_true", help="DReG gradients for the IWAE")
+    parser.add_argument("--rws-k", type=int, default=5)
+    parser.add_argument("--pseudo-inputs", type=int, default=500)
+    parser.add_argument("--mog-components", type=int, default=10)
+    parser.add_argument("--flows", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-samples", type=int, default=5000)
@@ -64,25 +118,42 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-mnist-nll")
     args = parser.parse_args()
+    settings = {k: getattr(args, k) for k in SETTINGS}
 
-    data = load_dataset("mnist", binarize="dynamic", seed=args.seed)
-    records = [run(name, args, data) for name in args.models]
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "mnist_nll.json").write_text(json.dumps(records, indent=2) + "\n")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in MODELS:  # a record of other settings fails before any training
+        path = out / f"{name}.json"
+        if path.is_file() and json.loads(path.read_text())["settings"] != settings:
+            raise SystemExit(f"{path} holds a run of other settings; use another --out")
+    data = load_dataset(args.dataset, binarize="dynamic", seed=args.seed)
+    for name in args.models:
+        path = out / f"{name}.json"
+        if path.is_file():
+            print(f"{name}: done before", flush=True)
+            continue
+        record = {"settings": settings, **run(name, args, data)}
+        atomic_write(path, (json.dumps(record, indent=2) + "\n").encode())
+        print(f"{name}: {record['epochs']} epochs, test NLL {record['test_nll']:.2f} ± "
+              f"{record['test_nll_stderr']:.2f}", flush=True)
 
+    records = [json.loads((out / f"{n}.json").read_text()) for n in MODELS
+               if (out / f"{n}.json").is_file()]
     print(f"\nmachine: {machine()}; budget {args.minutes:g} min of training per model, "
           f"batch {args.batch_size}, Adam lr {args.lr:g}, dynamic binarization "
-          f"({len(data.train)} train / {len(data.val)} val images)\n")
-    print("| model | epochs | train min | test ELBO | test NLL (K=%d) | k-hat > 0.7 | "
-          "paper (3280 epochs) | pythae |" % args.eval_samples)
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          f"({len(data.train)} train / {len(data.val)} val images); test NLL on the first "
+          f"{args.eval_images} test images\n")
+    print(f"| model | training | epochs | train min | test ELBO | test NLL (K = "
+          f"{args.eval_samples}) | k-hat > 0.7 | paper | pythae |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in records:
-        label = "VAE" if r["model"] == "vae" else f"IWAE (K={r['train_particles']}" + (
-            ", DReG)" if r["dreg"] else ")")
-        print(f"| {label} | {r['epochs']} | {r['train_minutes']:.1f} | {-r['test_elbo']:.2f} | "
-              f"{r['test_nll']:.2f} ± {r['test_nll_stderr']:.2f} | "
-              f"{100 * r['frac_khat_above_0.7']:.1f}% | {PAPER[r['model']]} | "
-              f"{PYTHAE[r['model']]} |")
+        n = r["model"]
+        training = {"iwae": f"IWAE, K = {args.iwae_k}", "rws": f"RWS, K = {args.rws_k}"}.get(
+            n.split("-")[0], "ELBO")
+        print(f"| {LABELS[n]} | {training} | {r['epochs']} | {r['train_minutes']:.1f} | "
+              f"{-r['test_elbo']:.2f} | {r['test_nll']:.2f} ± {r['test_nll_stderr']:.2f} | "
+              f"{100 * r['frac_khat_above_0.7']:.1f}% | {PAPER.get(n, '—')} | "
+              f"{PYTHAE.get(n, '—')} |")
 
 
 if __name__ == "__main__":
