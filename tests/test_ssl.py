@@ -96,7 +96,8 @@ def test_bad_label_counts_fail_before_training(tmp_path, calls, labels):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(methods=("m3",)), r"methods must be among \['m2', 'm1m2', 'aae', 'supervised'\], got \['m3'\]"),
+    (dict(methods=("m3",)),
+     r"methods must be among \['m2', 'm1m2', 'aae', 'supervised'\], got \['m3'\]"),
     (dict(seeds=()), "seeds must not be empty"),
     (dict(epochs=0), "epochs must be at least 1"),
     (dict(max_minutes=0), "max_minutes must be above 0, got 0"),

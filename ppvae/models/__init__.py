@@ -27,9 +27,9 @@ from ppvae.models.two_layer import TwoLayerVAE  # isort: skip
 from ppvae.models.helmholtz import HelmholtzMachine  # isort: skip
 
 __all__ = ["CVAE", "REGISTRY", "SSVAE", "VAE", "AdversarialAutoencoder", "Autoencoder",
-           "CategoricalAdversarialAutoencoder",
-           "CompletionBaseline", "ContractiveAutoencoder", "DenoisingAutoencoder", "DenoisingVAE",
-           "FigureSpec", "HelmholtzMachine", "JointAutoencoder", "LabelledAdversarialAutoencoder",
-           "LatentVariableModel", "LinearAutoencoder", "LinearGaussian", "M1Codes", "ModelEntry",
-           "PredictiveSparseDecomposition", "SparseAutoencoder", "StackedAutoencoder", "TwoLayerVAE", "VAEGAN",
-           "WAEGAN", "WassersteinAutoencoder", "register"]
+           "CategoricalAdversarialAutoencoder", "CompletionBaseline", "ContractiveAutoencoder",
+           "DenoisingAutoencoder", "DenoisingVAE", "FigureSpec", "HelmholtzMachine",
+           "JointAutoencoder", "LabelledAdversarialAutoencoder", "LatentVariableModel",
+           "LinearAutoencoder", "LinearGaussian", "M1Codes", "ModelEntry",
+           "PredictiveSparseDecomposition", "SparseAutoencoder", "StackedAutoencoder",
+           "TwoLayerVAE", "VAEGAN", "WAEGAN", "WassersteinAutoencoder", "register"]

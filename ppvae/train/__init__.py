@@ -18,5 +18,5 @@ from ppvae.train.plans import (
 )
 
 __all__ = ["PLANS", "AdversarialPlan", "ELBOPlan", "History", "JointPlan", "LayerwisePlan",
-           "ReconstructionPlan", "RWSPlan", "SemiSupervisedPlan", "TrainingDiverged", "TrainingPlan",
-           "evaluate", "fit", "make_plan"]
+           "RWSPlan", "ReconstructionPlan", "SemiSupervisedPlan", "TrainingDiverged",
+           "TrainingPlan", "evaluate", "fit", "make_plan"]
