@@ -204,7 +204,8 @@ class TrainingPlan(L.LightningModule):
                 **metrics: Tensor) -> Tensor:
         """``loss`` weighted for data parallelism (module doc), after checking
         that it is finite on every process; ``metrics`` (per-point values) are
-        kept for the epoch's means, with the train metric's sign.
+        kept for the epoch's means, the train metric given as a loss and kept
+        times :attr:`metric_sign`.
 
         Raises:
             TrainingDiverged: the loss is NaN or infinite on some process.
@@ -891,7 +892,8 @@ class RWSPlan(TrainingPlan):
         if not self._checked:
             self.check_first(batch, lambda: self.loss(batch, index, total))
         loss = self.loss(batch, index, total)
-        loss = self.checked(loss, batch, index, train_bound=self._bound)
+        # the train metric is handed over as a loss (metric_sign turns it back)
+        loss = self.checked(loss, batch, index, train_bound=-self._bound)
         optimizer = self.step_optimizer()
         optimizer.zero_grad()
         self.manual_backward(loss)
