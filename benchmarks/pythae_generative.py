@@ -304,8 +304,10 @@ def run(name: str, seed: int, s: dict[str, Any], arrays: dict[str, np.ndarray],
     except BudgetSpent:
         stopped = True
     seconds = time.perf_counter() - start
-    # pythae keeps its best epoch on the validation loss here (its final model); a run
-    # stopped by the budget in its first epoch has none yet and keeps the current weights
+    # pythae keeps its best epoch on the validation loss in trainer._best_model, a private
+    # attribute: a run stopped by the budget (an exception from a callback, the only way to
+    # stop pythae 0.1.2 on time) never reaches the end of train() that writes the final
+    # model; a run stopped in its first epoch has no best model yet: the current weights
     best = getattr(trainer, "_best_model", None) or trainer.model
     best.eval()
     with torch.no_grad():
