@@ -205,3 +205,31 @@ def test_the_vamp_prior_is_the_mean_of_the_posteriors_at_its_pseudo_inputs():
     assert prior.pseudo_inputs.grad is not None
     assert all(p.grad is not None for p in encoder.parameters())
     assert prior.sample(4).shape == (4, 3)
+
+
+def test_the_fast_gaussian_mixture_is_pyros_mixture():
+    import pyro.distributions as dist
+
+    from ppvae.pieces import DiagonalGaussianMixture
+
+    torch.manual_seed(0)
+    logits, loc = torch.randn(7), torch.randn(7, 4)
+    scale = torch.rand(7, 4) * 0.5 + torch.tensor([1e-3, 0.01, 0.1, 1.0])  # some very narrow
+    loc.requires_grad_()
+    fast = DiagonalGaussianMixture(logits, loc, scale)
+    slow = dist.MixtureSameFamily(dist.Categorical(logits=logits),
+                                  dist.Normal(loc, scale).to_event(1))
+    z = torch.cat([loc[:3].detach() + 1e-3 * torch.randn(3, 4), 3 * torch.randn(5, 4)])
+    z = z.reshape(2, 4, 4)  # any leading shape
+    torch.testing.assert_close(fast.log_prob(z), slow.log_prob(z), rtol=1e-5, atol=1e-4)
+    grad_fast, = torch.autograd.grad(fast.log_prob(z).sum(), loc)
+    grad_slow, = torch.autograd.grad(slow.log_prob(z).sum(), loc)
+    torch.testing.assert_close(grad_fast, grad_slow, rtol=1e-4, atol=1e-3)
+    torch.manual_seed(1)
+    draws = DiagonalGaussianMixture(torch.tensor([0.0, 1.0]), torch.tensor([[-5.0], [5.0]]),
+                                    torch.tensor([[0.1], [0.1]])).sample((4000,))
+    assert draws.shape == (4000, 1)
+    share = float((draws > 0).double().mean())
+    assert abs(share - torch.sigmoid(torch.tensor(1.0)).item()) < 0.03  # the weights
+    with pytest.raises(ValueError, match="logits"):
+        DiagonalGaussianMixture(torch.zeros(3), torch.zeros(2, 4), torch.ones(2, 4))

@@ -18,6 +18,7 @@ from ppvae.pieces.likelihoods import (
 from ppvae.pieces.posteriors import DiagonalGaussian
 from ppvae.pieces.priors import (
     PRIORS,
+    DiagonalGaussianMixture,
     FlatPrior,
     GaussianMixturePrior,
     LaplacePrior,
@@ -36,6 +37,7 @@ __all__ = [
     "ContinuousBernoulliLikelihood",
     "Corruption",
     "DiagonalGaussian",
+    "DiagonalGaussianMixture",
     "FlatPrior",
     "GaussianLikelihood",
     "GaussianMixturePrior",

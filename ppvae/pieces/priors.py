@@ -144,6 +144,48 @@ class SwissRollPrior(nn.Module):
         return z + self.noise * torch.randn_like(z)
 
 
+class DiagonalGaussianMixture(dist.TorchDistribution):
+    """p(z) = sum_k pi_k N(z; m_k, diag s_k^2) over z in R^D (batch shape (),
+    event (D,)), pi = softmax(``logits``); ``loc`` and ``scale`` are (K, D).
+
+    The same density as Pyro's ``MixtureSameFamily`` of diagonal Normals,
+    computed without its (..., K, D) intermediate: with precisions
+    P_k = 1 / s_k^2, the quadratic forms sum_d P_kd (z_d - m_kd)^2 of all z
+    against all components are z^2 P^T - 2 z (m P)^T + sum_d m_kd^2 P_kd, two
+    matrix products, in float64 (the three terms can be large and nearly
+    cancel when some s_k are small). Draws are not reparameterized."""
+
+    arg_constraints = {"logits": dist.constraints.real_vector, "loc": dist.constraints.real,
+                       "scale": dist.constraints.positive}
+    support = dist.constraints.real_vector
+    has_rsample = False
+
+    def __init__(self, logits: Tensor, loc: Tensor, scale: Tensor,
+                 validate_args: bool | None = None) -> None:
+        if loc.dim() != 2 or scale.shape != loc.shape or logits.shape != loc.shape[:1]:
+            raise ValueError(f"a mixture takes logits (K,), loc and scale (K, D), got "
+                             f"{tuple(logits.shape)}, {tuple(loc.shape)}, {tuple(scale.shape)}")
+        self.logits, self.loc, self.scale = logits, loc, scale
+        super().__init__(torch.Size(), loc.shape[-1:], validate_args=validate_args)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        z = value.double()
+        precision = self.scale.double().pow(-2)
+        loc = self.loc.double()
+        quad = (z.square() @ precision.T - 2 * z @ (loc * precision).T
+                + (loc.square() * precision).sum(-1)).clamp(min=0)
+        log_norm = self.scale.double().log().sum(-1) + 0.5 * z.shape[-1] * math.log(2 * math.pi)
+        weights = torch.log_softmax(self.logits.double(), -1)
+        return torch.logsumexp(weights - log_norm - 0.5 * quad, -1).to(value.dtype)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        with torch.no_grad():
+            k = dist.Categorical(logits=self.logits).sample(sample_shape)
+            return self.loc[k] + self.scale[k] * torch.randn_like(self.loc[k])
+
+
 class LearnedMixturePrior(nn.Module):
     """A mixture of K diagonal Gaussians whose weights, means and scales are
     learned with the model (a mixture-of-Gaussians prior)::
@@ -164,9 +206,8 @@ class LearnedMixturePrior(nn.Module):
         self.raw_scale = nn.Parameter(torch.full((components, latent_dim), 0.5413))
 
     def forward(self, context: Tensor | None = None) -> dist.Distribution:
-        scale = nn.functional.softplus(self.raw_scale) + 1e-5
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits),
-                                      dist.Normal(self.loc, scale).to_event(1))
+        return DiagonalGaussianMixture(self.logits, self.loc,
+                                       nn.functional.softplus(self.raw_scale) + 1e-5)
 
     def sample(self, n: int) -> Tensor:
         """n draws ``(n, latent_dim)``."""
@@ -198,9 +239,11 @@ class VampPrior(nn.Module):
 
     def forward(self, context: Tensor | None = None) -> dist.Distribution:
         u = nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)
-        components = self.encoder(u)  # batch shape (K,), event (latent_dim,)
-        weights = dist.Categorical(logits=u.new_zeros(self.num_components))
-        return dist.MixtureSameFamily(weights, components)
+        logits = u.new_zeros(self.num_components)
+        if hasattr(self.encoder, "loc_scale"):  # a diagonal Gaussian q: the fast mixture
+            return DiagonalGaussianMixture(logits, *self.encoder.loc_scale(u))
+        # any other q(z | x): Pyro's mixture of its K distributions
+        return dist.MixtureSameFamily(dist.Categorical(logits=logits), self.encoder(u))
 
     def sample(self, n: int) -> Tensor:
         """n draws ``(n, latent_dim)``."""
