@@ -19,7 +19,9 @@ dynamically binarized, Adam. Models (``--models``):
   ``--rws-k`` samples and insomnia 0.5.
 
 Each model trains for ``--minutes`` of wall-clock time (the paper trains 3280
-epochs), keeping the best validation epoch; then its test negative
+epochs), keeping the best validation epoch, the ELBO-trained ones with KL
+warm-up over ``--warmup-epochs`` (0: none; the VampPrior paper warms up over
+100 epochs); then its test negative
 log-likelihood is estimated with K = ``--eval-samples`` importance samples per
 image on the first ``--eval-images`` test images (``ppvae.infer.log_likelihood``).
 The validation split is 10% of MNIST's training file (seed ``--seed``).
@@ -60,7 +62,7 @@ LABELS = {"vae": "VAE", "iwae": "IWAE", "vae-2l": "VAE, 2 layers", "iwae-2l": "I
           "rws": "Helmholtz machine, RWS"}
 #: settings that change a model's record (``--models``, ``--out`` do not)
 SETTINGS = ("dataset", "minutes", "iwae_k", "rws_k", "pseudo_inputs", "mog_components", "flows",
-            "batch_size", "lr", "eval_samples", "eval_images", "seed")
+            "warmup_epochs", "batch_size", "lr", "eval_samples", "eval_images", "seed")
 
 
 def build(name: str, args: argparse.Namespace, shape):
@@ -81,7 +83,7 @@ def build(name: str, args: argparse.Namespace, shape):
         model = iwae_paper_vae(input_shape=shape)
     if name.startswith("iwae"):
         return model, {"objective": "iwae", "num_particles": args.iwae_k}
-    return model, {}
+    return model, {"kl_warmup_epochs": args.warmup_epochs} if args.warmup_epochs else {}
 
 
 def run(name: str, args: argparse.Namespace, data) -> dict:
@@ -111,6 +113,8 @@ def main() -> None:
     parser.add_argument("--pseudo-inputs", type=int, default=500)
     parser.add_argument("--mog-components", type=int, default=10)
     parser.add_argument("--flows", type=int, default=2)
+    parser.add_argument("--warmup-epochs", type=float, default=0.0,
+                        help="KL warm-up of the ELBO-trained models (0: none)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-samples", type=int, default=5000)
@@ -124,7 +128,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in MODELS:  # a record of other settings fails before any training
         path = out / f"{name}.json"
-        if path.is_file() and json.loads(path.read_text())["settings"] != settings:
+        # records from before --warmup-epochs existed ran without warm-up
+        if path.is_file() and {"warmup_epochs": 0.0,
+                               **json.loads(path.read_text())["settings"]} != settings:
             raise SystemExit(f"{path} holds a run of other settings; use another --out")
     data = load_dataset(args.dataset, binarize="dynamic", seed=args.seed)
     for name in args.models:
