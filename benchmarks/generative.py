@@ -28,8 +28,8 @@ and scale), decoder z-256-512-784 (mirrored), ReLU. Models:
   beta1 = 0.5 where ppvae's plans use 0.9, batch norm, their learning-rate
   schedule, the pretraining of the encoder to the prior's moments) the
   tenfold smaller weights, numerically the paper's, did better on the
-  validation split in short probes (3 epochs, ``--split val``; to be recorded
-  in benchmarks/README.md with the full run), the WAE-GAN's by far: they are
+  validation split in short probes (3 epochs, ``--split val``; the commands
+  and figures are in benchmarks/README.md), the WAE-GAN's by far: they are
   the defaults.
 - ``vae-gan``: :class:`~ppvae.models.vaegan.VAEGAN` (Larsen et al. 2016):
   the VAE plus a discriminator on images 784-512-256-1 (``--vae-gan-disc``;
