@@ -157,7 +157,7 @@ def test_adversarial_plan_keeps_the_discriminator_out_of_the_generator_step():
 
 def test_plans_are_chosen_by_name_class_or_declaration_and_check_their_options():
     assert sorted(PLANS) == ["adversarial", "elbo", "joint", "layerwise", "reconstruction",
-                            "semi-supervised"]
+                            "rws", "semi-supervised"]
     ae = TinyAutoencoder(6, 2)
     assert isinstance(make_plan(ae, ReconstructionPlan), ReconstructionPlan)
     assert make_plan(ae, "elbo").name == "elbo"
