@@ -88,7 +88,7 @@ def test_it_trains_as_a_vae_and_as_an_iwae_and_saves(fit_kwargs, tmp_path):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="latent_dim"):
+    with pytest.raises(ValueError, match="top_latent_dim must be at least 1"):
         TwoLayerVAE(top_latent_dim=0)
     with pytest.raises(ValueError, match="num_samples"):
         TwoLayerVAE().sample(0)

@@ -63,7 +63,8 @@ class TwoLayerVAE(LatentVariableModel):
         beta: float = 1.0,
     ) -> None:
         check_latent_settings(latent_dim, beta)
-        check_latent_settings(top_latent_dim, beta)
+        if top_latent_dim < 1:
+            raise ValueError(f"top_latent_dim must be at least 1, got {top_latent_dim}")
         super().__init__(
             dict(input_shape=list(as_shape(input_shape)), latent_dim=latent_dim,
                  top_latent_dim=top_latent_dim, hidden=list(hidden), top_hidden=list(top_hidden),
