@@ -458,14 +458,9 @@ class CategoricalAdversarialAutoencoder(LatentVariableModel):
         logits, style = self.heads(self.prepare(x))
         return torch.cat([logits.softmax(-1), style], -1)
 
-    @torch.no_grad()
-    def sample(self, num_samples: int, *, mean: bool = True) -> Tensor:
-        """Draw one-hot y ~ p(y) and z ~ N(0, I); return E[x | y, z]
-        (``mean=True``) or x ~ p(x | y, z)."""
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-        code = torch.cat(self.prior_sample(num_samples), -1).to(self.device)
-        return self.likelihood.mean(code) if mean else self.likelihood(code).sample()
+    def prior_codes(self, num_samples: int) -> Tensor:
+        """[y, z]: one-hot y ~ p(y) and z ~ N(0, I) (what :meth:`sample` decodes)."""
+        return torch.cat(self.prior_sample(num_samples), -1)
 
     @torch.no_grad()
     def figures(self, data: Any, num: int | None = None) -> dict[str, FigureSpec]:

@@ -164,13 +164,19 @@ class LatentVariableModel(nn.Module):
         reconstructions of a batch."""
         return self.decode(self.encode(x))
 
+    def prior_codes(self, num_samples: int) -> Tensor:
+        """``num_samples`` draws from the model of the code its ``likelihood``
+        takes: z ~ p(z) (``prior.sample``); a model with more latents draws
+        them ancestrally and returns the likelihood's input."""
+        return self.prior.sample(num_samples)
+
     @torch.no_grad()
     def sample(self, num_samples: int, *, mean: bool = True) -> Tensor:
-        """Draw z ~ p(z) (``prior.sample``) and return E[x | z] (``mean=True``)
-        or x ~ p(x | z), for a model with one latent and a ``likelihood``."""
+        """Draw codes z (:meth:`prior_codes`) and return E[x | z] (``mean=True``)
+        or x ~ p(x | z), for a model with a ``likelihood``."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-        z = self.prior.sample(num_samples).to(self.device)
+        z = self.prior_codes(num_samples).to(self.device)
         return self.likelihood.mean(z) if mean else self.likelihood(z).sample()
 
     @torch.no_grad()

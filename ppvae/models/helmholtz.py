@@ -114,13 +114,9 @@ class HelmholtzMachine(LatentVariableModel):
         """q(h_1 = 1 | x), ``(batch, layers[0])``."""
         return torch.sigmoid(self.recognition[0](self.prepare(x)))
 
-    @torch.no_grad()
-    def sample(self, num_samples: int, *, mean: bool = True) -> Tensor:
-        """Ancestral draws: E[x | h_1] (``mean=True``) or binary x."""
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-        x, latents = self.dream(num_samples)
-        return self.decode(latents["h1"]) if mean else x
+    def prior_codes(self, num_samples: int) -> Tensor:
+        """h_1 drawn ancestrally from the top layer down (what :meth:`sample` decodes)."""
+        return self.dream(num_samples)[1]["h1"]
 
 
 register("helmholtz", HelmholtzMachine, summary="Helmholtz machine: a sigmoid belief network "

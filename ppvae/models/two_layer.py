@@ -115,14 +115,9 @@ class TwoLayerVAE(LatentVariableModel):
         q = self.encoder(self.prepare(x))
         return q.sample() if sample else q.mean
 
-    @torch.no_grad()
-    def sample(self, num_samples: int, *, mean: bool = True) -> Tensor:
-        """Draw z2 ~ p(z2), z1 ~ p(z1 | z2); return E[x | z1] (``mean=True``)
-        or x ~ p(x | z1)."""
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-        z1 = self.conditional_prior(self.prior.sample(num_samples).to(self.device)).sample()
-        return self.likelihood.mean(z1) if mean else self.likelihood(z1).sample()
+    def prior_codes(self, num_samples: int) -> Tensor:
+        """z1 ~ p(z1 | z2) at z2 ~ p(z2) (what :meth:`sample` decodes)."""
+        return self.conditional_prior(self.prior.sample(num_samples).to(self.device)).sample()
 
 
 register("two-layer-vae", TwoLayerVAE, summary="VAE with two stochastic layers "

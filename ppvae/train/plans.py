@@ -184,7 +184,7 @@ class TrainingPlan(L.LightningModule):
         if not self._checked:
             self.check_first(batch, lambda: self.loss(batch, index, total))
         loss = self.loss(batch, index, total)
-        loss = self.checked(loss, batch, index, **{self.train_metric: loss})
+        loss = self.checked(loss, batch, index, **self.train_metrics(loss))
         optimizer = self.step_optimizer()
         if last:
             optimizer.zero_grad()
@@ -194,6 +194,12 @@ class TrainingPlan(L.LightningModule):
             optimizer.optimizer.zero_grad()
             loss.backward()
             optimizer.optimizer.step()
+
+    def train_metrics(self, loss: Tensor) -> dict[str, Tensor]:
+        """The per-point metrics :meth:`train_batch` logs for the batch whose
+        loss is ``loss``, each given as a loss (:meth:`checked`): by default
+        the train metric is the loss itself."""
+        return {self.train_metric: loss}
 
     def step_optimizer(self) -> Any:
         """The (Lightning) optimizer :meth:`train_batch` steps: the plan's
@@ -886,18 +892,10 @@ class RWSPlan(TrainingPlan):
         self._bound = bound.mean().detach()
         return loss
 
-    def train_batch(self, batch: tuple[Tensor, ...], index: int, total: int,
-                    last: bool = True) -> None:
-        """:meth:`TrainingPlan.train_batch`, logging the bound, not the surrogate loss."""
-        if not self._checked:
-            self.check_first(batch, lambda: self.loss(batch, index, total))
-        loss = self.loss(batch, index, total)
-        # the train metric is handed over as a loss (metric_sign turns it back)
-        loss = self.checked(loss, batch, index, train_bound=-self._bound)
-        optimizer = self.step_optimizer()
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        optimizer.step()
+    def train_metrics(self, loss: Tensor) -> dict[str, Tensor]:
+        """The bound of the batch just scored, not the surrogate loss (given as a
+        loss, its negative: :attr:`metric_sign` turns it back)."""
+        return {self.train_metric: -self._bound}
 
     def validate(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
         return {"val_bound": self.wake(batch)[2].mean()}
