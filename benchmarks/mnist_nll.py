@@ -19,7 +19,8 @@ dynamically binarized, Adam. Models (``--models``):
   ``--rws-k`` samples and insomnia 0.5.
 
 Each model trains for ``--minutes`` of wall-clock time (the paper trains 3280
-epochs), keeping the best validation epoch, the ELBO-trained ones with KL
+epochs; ``--lr-schedule burda`` walks its learning-rate stages over the
+minutes instead), keeping the best validation epoch, the ELBO-trained ones with KL
 warm-up over ``--warmup-epochs`` (0: none; the VampPrior paper warms up over
 100 epochs); then its test negative
 log-likelihood is estimated with K = ``--eval-samples`` importance samples per
@@ -62,7 +63,10 @@ LABELS = {"vae": "VAE", "iwae": "IWAE", "vae-2l": "VAE, 2 layers", "iwae-2l": "I
           "rws": "Helmholtz machine, RWS"}
 #: settings that change a model's record (``--models``, ``--out`` do not)
 SETTINGS = ("dataset", "minutes", "iwae_k", "rws_k", "pseudo_inputs", "mog_components", "flows",
-            "warmup_epochs", "batch_size", "lr", "eval_samples", "eval_images", "seed")
+            "warmup_epochs", "batch_size", "lr", "lr_schedule", "patience", "eval_samples",
+            "eval_images", "seed")
+#: the values of settings added later, which older records ran with
+EARLIER = {"warmup_epochs": 0.0, "lr_schedule": "constant", "patience": 30}
 
 
 def build(name: str, args: argparse.Namespace, shape):
@@ -90,8 +94,9 @@ def run(name: str, args: argparse.Namespace, data) -> dict:
     pyro.set_rng_seed(args.seed)
     model, options = build(name, args, data.image_shape)
     history = ppvae.fit(model, data, epochs=100_000, max_minutes=args.minutes,
-                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False,
-                        out_dir=Path(args.out) / name, **options)
+                        batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
+                        patience=args.patience or None, seed=args.seed, progress=False,
+                        out_dir=Path(args.out) / name, keep_checkpoints=1, **options)
     x = data.test.x[: args.eval_images]
     start = time.perf_counter()
     result = model.log_likelihood(x, num_samples=args.eval_samples, progress=True)
@@ -117,6 +122,12 @@ def main() -> None:
                         help="KL warm-up of the ELBO-trained models (0: none)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr-schedule", default="constant", choices=["constant", "burda", "cosine"],
+                        help="the learning rate over the --minutes (ppvae.train.schedules); "
+                             "burda: Burda et al.'s 3280-epoch stages scaled to the budget")
+    parser.add_argument("--patience", type=int, default=30,
+                        help="early stopping after this many epochs without a better "
+                             "validation ELBO (0: none)")
     parser.add_argument("--eval-samples", type=int, default=5000)
     parser.add_argument("--eval-images", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
@@ -128,9 +139,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in MODELS:  # a record of other settings fails before any training
         path = out / f"{name}.json"
-        # records from before --warmup-epochs existed ran without warm-up
-        if path.is_file() and {"warmup_epochs": 0.0,
-                               **json.loads(path.read_text())["settings"]} != settings:
+        if path.is_file() and {**EARLIER, **json.loads(path.read_text())["settings"]} != settings:
             raise SystemExit(f"{path} holds a run of other settings; use another --out")
     data = load_dataset(args.dataset, binarize="dynamic", seed=args.seed)
     for name in args.models:
@@ -146,7 +155,8 @@ def main() -> None:
     records = [json.loads((out / f"{n}.json").read_text()) for n in MODELS
                if (out / f"{n}.json").is_file()]
     print(f"\nmachine: {machine()}; budget {args.minutes:g} min of training per model, "
-          f"batch {args.batch_size}, Adam lr {args.lr:g}, dynamic binarization "
+          f"batch {args.batch_size}, Adam lr {args.lr:g} ({args.lr_schedule} schedule), "
+          f"patience {args.patience or 'none'}, dynamic binarization "
           f"({len(data.train)} train / {len(data.val)} val images); test NLL on the first "
           f"{args.eval_images} test images\n")
     print(f"| model | training | epochs | train min | test ELBO | test NLL (K = "

@@ -11,7 +11,8 @@ import warnings
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Callable
+from typing import Any, Iterator, Literal
 
 import lightning as L
 import torch
@@ -23,6 +24,7 @@ from ppvae.train.batches import Groups, TrainData, single_process
 from ppvae.train.distributed import AtomicCheckpointIO, ddp_strategy
 from ppvae.train.history import History, HistoryCallback
 from ppvae.train.plans import TrainingDiverged, TrainingPlan, make_plan
+from ppvae.train.schedules import SCHEDULES, LRSchedule, schedule
 
 #: Batches per Lightning step in one process (:class:`ppvae.train.batches.Groups`,
 #: lazy: each batch is made when its step starts); data-parallel runs take one.
@@ -59,9 +61,11 @@ def fit(
     max_minutes: float | None = None,
     batch_size: int = 128,
     lr: float = 1e-3,
+    lr_schedule: Literal["constant", "burda", "cosine"] | Callable[[float], float] = "constant",
     patience: int | None = 30,
     seed: int = 0,
     out_dir: str | os.PathLike | None = None,
+    keep_checkpoints: int | None = None,
     resume: bool | str | os.PathLike = False,
     restore_best: bool = True,
     progress: bool = True,
@@ -102,6 +106,12 @@ def fit(
             batch_size / W of them, so a run gives the same steps (up to the
             Monte Carlo draws) on any number of processes.
         lr: Adam learning rate.
+        lr_schedule: the learning rate over the budget
+            (:mod:`ppvae.train.schedules`): ``lr * f(p)`` in an epoch that
+            starts when the fraction p of ``epochs`` or of ``max_minutes`` is
+            spent: ``"constant"``, ``"burda"`` (Burda et al. 2016: 10^(-i/7)
+            in stage i = 0..7 of 3^i parts of 3280), ``"cosine"``, or a
+            function f of p.
         patience: stop after this many epochs without a better monitored
             validation metric (None: no early stopping; there is none without
             validation data either).
@@ -110,6 +120,8 @@ def fit(
         out_dir: where to write checkpoints (``checkpoints/``, one per epoch
             plus ``last.ckpt``) and CSV/TensorBoard logs (``logs/``); None keeps
             everything in memory.
+        keep_checkpoints: keep only this many newest per-epoch checkpoints
+            (``last.ckpt`` always; None keeps one per epoch).
         resume: True continues from the newest intact checkpoint in
             ``out_dir/checkpoints`` (``last.ckpt``, or, if that cannot be read,
             the latest ``epochNNN.ckpt`` that can, with a warning); a path
@@ -142,6 +154,9 @@ def fit(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if keep_checkpoints is not None and keep_checkpoints < 1:
+        raise ValueError(f"keep_checkpoints must be at least 1 (or None), got {keep_checkpoints}")
+    factor = schedule(lr_schedule)
     if resume is True and out_dir is None:
         raise ValueError("resume=True needs the out_dir of the run to resume")
     checkpoint = None
@@ -162,6 +177,8 @@ def fit(
     history_cb = HistoryCallback(module.monitor)
     use_early = patience is not None and val_batches is not None and module.monitor is not None
     callbacks: list[L.Callback] = [history_cb]
+    if factor is not SCHEDULES["constant"]:
+        callbacks.append(LRSchedule(factor))
     bar = progress and sys.stderr.isatty()
     if progress and not bar:
         callbacks.append(EpochLines())
@@ -170,7 +187,7 @@ def fit(
                               patience=patience)
         callbacks.append(early)
     out_dir = Path(out_dir) if out_dir is not None else None
-    loggers = _writers(out_dir, callbacks) if out_dir is not None else []
+    loggers = _writers(out_dir, callbacks, keep_checkpoints) if out_dir is not None else []
     # "auto" leaves the strategy to Lightning (one device on a CPU)
     parallel = num_nodes != 1 or devices not in (1, "1", "auto")
     with quiet_lightning():
@@ -274,13 +291,16 @@ class EpochLines(L.Callback):
               f"({time.perf_counter() - self._start:.1f} s)", file=sys.stderr, flush=True)
 
 
-def _writers(out_dir: Path, callbacks: list[L.Callback]) -> list:
-    """Add a per-epoch checkpoint callback to ``callbacks``; return CSV and
-    TensorBoard loggers under ``out_dir/logs/version_N``, a new N per session
-    so that a resumed run never overwrites earlier logs."""
+def _writers(out_dir: Path, callbacks: list[L.Callback], keep: int | None) -> list:
+    """Add a per-epoch checkpoint callback to ``callbacks`` (the ``keep``
+    newest epochs' files, all if None); return CSV and TensorBoard loggers
+    under ``out_dir/logs/version_N``, a new N per session so that a resumed
+    run never overwrites earlier logs."""
+    newest = {} if keep is None else {"monitor": "step", "mode": "max"}
     callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="epoch{epoch:03d}",
                                      auto_insert_metric_name=False, save_last=True,
-                                     save_top_k=-1, save_on_train_epoch_end=True))
+                                     save_top_k=-1 if keep is None else keep,
+                                     save_on_train_epoch_end=True, **newest))
     version = len(list((out_dir / "logs").glob("version_*")))
     return [CSVLogger(out_dir, name="logs", version=version),
             TensorBoardLogger(out_dir, name="logs", version=version, default_hp_metric=False)]
