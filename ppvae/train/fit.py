@@ -8,10 +8,10 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, Iterator, Literal
 
 import lightning as L

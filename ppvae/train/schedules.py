@@ -63,13 +63,15 @@ class LRSchedule(L.Callback):
     """Set every optimizer's learning rates to ``initial * factor(p)`` at the
     start of each training epoch, p from :func:`budget_progress`. The initial
     rate is kept in each parameter group as ``"initial_lr"`` (as torch's
-    schedulers do), so it travels with the optimizer's state into checkpoints."""
+    schedulers do), so it travels with the optimizer's state into checkpoints.
+    Under data parallelism every process takes the main process's p, whose
+    clock may differ from its own by a little."""
 
     def __init__(self, factor: Callable[[float], float]) -> None:
         self.factor = factor
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        factor = self.factor(budget_progress(trainer))
+        factor = self.factor(trainer.strategy.broadcast(budget_progress(trainer), src=0))
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
