@@ -227,7 +227,12 @@ class VampPrior(nn.Module):
     pseudo-inputs v start at N(0.05, 0.01^2) per pixel, the paper's MNIST
     setting, and are parameters of this prior. As a prior of the data set's
     inputs it holds only for inputs in [0, 1] (flattened, ``input_dim``
-    values each)."""
+    values each).
+
+    The collapsed state, q(z | x) the same for every x, costs no KL under this
+    prior (it is then q itself): train with a KL warm-up long enough for the
+    encoder to leave it first (on MNIST with the IWAE paper's networks, 10
+    epochs were too short and 30 enough: ``benchmarks/README.md``)."""
 
     def __init__(self, encoder: nn.Module, input_dim: int, components: int = 500) -> None:
         super().__init__()
