@@ -52,6 +52,7 @@ import ppvae
 from ppvae.atomic import atomic_write
 from ppvae.data import load_dataset
 from ppvae.models import HelmholtzMachine, TwoLayerVAE
+from ppvae.train.schedules import SCHEDULES
 
 MODELS = ("vae", "iwae", "vae-2l", "iwae-2l", "vamp", "mog", "iaf", "rws")
 #: Burda et al. (2016), 3280 epochs; Tomczak & Welling (2018) on the fixed binarization
@@ -122,7 +123,7 @@ def main() -> None:
                         help="KL warm-up of the ELBO-trained models (0: none)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--lr-schedule", default="constant", choices=["constant", "burda", "cosine"],
+    parser.add_argument("--lr-schedule", default="constant", choices=list(SCHEDULES),
                         help="the learning rate over the --minutes (ppvae.train.schedules); "
                              "burda: Burda et al.'s 3280-epoch stages scaled to the budget")
     parser.add_argument("--patience", type=int, default=30,

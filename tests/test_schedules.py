@@ -1,3 +1,4 @@
+import typing
 from types import SimpleNamespace
 
 import pytest
@@ -7,7 +8,14 @@ from lightning.pytorch.callbacks import Timer
 import ppvae
 from ppvae.data import load_dataset
 from ppvae.models import VAE
-from ppvae.train.schedules import BURDA_EPOCHS, budget_progress, burda, cosine, schedule
+from ppvae.train.schedules import (
+    BURDA_EPOCHS,
+    SCHEDULES,
+    budget_progress,
+    burda,
+    cosine,
+    schedule,
+)
 
 
 @pytest.fixture(scope="module")
@@ -92,5 +100,8 @@ def test_keep_checkpoints_keeps_the_newest(digits, tmp_path):
 
 
 def test_schedule_names_are_the_fit_choices():
+    hint = typing.get_type_hints(ppvae.fit)["lr_schedule"]
+    literal = next(a for a in typing.get_args(hint) if typing.get_origin(a) is typing.Literal)
+    assert typing.get_args(literal) == tuple(SCHEDULES)
     assert schedule("burda") is burda
     assert schedule(cosine) is cosine
