@@ -1,9 +1,11 @@
 """The speed seam: pure-torch twins of the objectives and log weights of
-ppvae's one-latent models, proven equal to the Pyro path by tests.
+ppvae's models with one latent or a chain of latents, proven equal to the
+Pyro path by tests.
 
 A model whose ``model``/``guide`` draw one latent site ``z`` (the VAE family:
 :class:`ppvae.models.VAE`, :class:`ppvae.models.CVAE`,
-:class:`ppvae.models.LinearGaussian`) declares the pieces of a batch with
+:class:`ppvae.models.LinearGaussian`) or a chain z1 -> z2 -> ...
+(:class:`ppvae.models.TwoLayerVAE`) declares the pieces of a batch with
 ``accel_parts(*args, **kwargs) -> LatentParts``. The twins compute what Pyro
 computes from the traces of that pair (the ELBO of ``Trace_ELBO``, the
 closed-form-KL ELBO of ``TraceMeanField_ELBO``, the per-datapoint IWAE bound
@@ -20,6 +22,7 @@ ppvae needs it for correctness.
 """
 
 from ppvae.accel.twins import (
+    LatentLayer,
     LatentParts,
     LogWeights,
     analytic_elbo_loss,
@@ -29,5 +32,5 @@ from ppvae.accel.twins import (
     twin_parts,
 )
 
-__all__ = ["LatentParts", "LogWeights", "analytic_elbo_loss", "elbo_loss", "iwae_loss", "log_weights",
+__all__ = ["LatentLayer", "LatentParts", "LogWeights", "analytic_elbo_loss", "elbo_loss", "iwae_loss", "log_weights",
            "twin_parts"]

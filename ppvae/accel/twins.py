@@ -1,5 +1,5 @@
-"""Pure-torch twins of the objectives of a one-latent model built from
-ppvae's pieces.
+"""Pure-torch twins of the objectives of a model built from ppvae's pieces
+with one latent, or a chain of latents.
 
 For a batch of N data points with conditions c (if any), a one-latent model is
 
@@ -7,7 +7,14 @@ For a batch of N data points with conditions c (if any), a one-latent model is
 
 with the latent site weighted by beta (scaled by beta in both the model and
 the guide, as a beta-VAE does), and p(x | z, c) possibly scored on some
-pixels only (a conditional model's hidden pixels). With draws
+pixels only (a conditional model's hidden pixels). A chain of latents
+z_1, ..., z_L (:class:`LatentLayer`; the two-layer VAE of Burda et al.) is
+
+    z_L ~ p(z_L),   z_l ~ p(z_l | z_{l+1}),   x_i ~ p(x | z_1),
+    guide q(z_1 | x_i) q(z_2 | z_1) ... q(z_L | z_{L-1}),
+
+every latent site weighted by beta; below, z stands for (z_1, ..., z_L),
+p(z) for the model's product and q(z) for the guide's. With draws
 z_{k,i} ~ q(z | x_i, c_i), k = 1..K, and
 
     log w_{k,i} = log p(x_i | z_{k,i}, c_i) + log p(z_{k,i} | c_i) - log q(z_{k,i} | x_i, c_i),
@@ -18,16 +25,20 @@ the twins are
   Pyro's ``Trace_ELBO(num_particles=K, vectorize_particles=True)`` loss;
 - :func:`analytic_elbo_loss`: -(1/K) sum_k sum_i log p(x_i | z_{k,i}) + beta sum_i KL(q_i || p_i),
   ``TraceMeanField_ELBO``'s (where the KL has no closed form, such as to a
-  mixture prior, its estimate log q(z) - log p(z) at the same draws, as Pyro does);
+  mixture prior, its estimate log q(z) - log p(z) at the same draws, as Pyro
+  does; in a chain, one KL per latent between its q and p at the drawn
+  values of their parents, as Pyro computes it, though the sum is then not
+  KL(q(z) || p(z)): Pyro warns that the sites are not mean-field);
 - :func:`log_weights`: the (K, N) log weights above (beta does not enter: it
   weights an objective, it is not part of the density);
 - :func:`iwae_loss`: -sum_i log (1/K) sum_k w_{k,i}, with the gradient of
-  :class:`ppvae.infer.IWAE` (standard, or doubly reparameterized).
+  :class:`ppvae.infer.IWAE` (standard, or doubly reparameterized; a chain
+  refuses DReG, as that class does).
 
 Each draws z as the pieces' distributions do (``rsample``, with the numbers
-Pyro's sample site takes from torch's generator inside its particle plate),
-so on the same random state a twin returns the Pyro path's value and
-gradients (``tests/test_accel.py``).
+Pyro's sample site takes from torch's generator inside its particle plate, in
+the guide's order z_1, ..., z_L), so on the same random state a twin returns
+the Pyro path's value and gradients (``tests/test_accel.py``).
 
 The twins read the pieces' parameters rather than build distributions where
 the piece is one of ppvae's own (an exact type match; anything else goes
@@ -73,25 +84,41 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 @dataclass(frozen=True)
+class LatentLayer:
+    """A latent z' above the latent z beneath it in a chain (module doc).
+
+    Attributes:
+        posterior: ``posterior(z)`` is the guide's q(z' | z), reparameterizable.
+        prior: ``prior(z')`` is the model's p(z | z').
+    """
+
+    posterior: nn.Module
+    prior: nn.Module
+
+
+@dataclass(frozen=True)
 class LatentParts:
-    """One batch of a one-latent model, as its ``accel_parts`` returns it:
-    the pieces of its ``model``/``guide`` and what they are called with.
+    """One batch of a model with one latent z, or a chain z_1, ..., z_L, as
+    its ``accel_parts`` returns it: the pieces of its ``model``/``guide`` and
+    what they are called with.
 
     Attributes:
         x: the observed data, shape (N, D).
-        prior: the prior piece; ``prior(*prior_args)`` is p(z | c), batch
-            shape (N,) or () (broadcast over the batch).
+        prior: the prior piece of the top latent (z, or z_L); ``prior(*prior_args)``
+            is p(z | c), batch shape (N,) or () (broadcast over the batch).
         prior_args: its arguments (``()`` for an unconditional prior).
-        posterior: the guide's piece; ``posterior(*posterior_args)`` is
-            q(z | x, c), batch shape (N,), reparameterizable.
+        posterior: the guide's piece of the latent beneath the data (z, or
+            z_1); ``posterior(*posterior_args)`` is q(z | x, c), batch shape
+            (N,), reparameterizable.
         posterior_args: its arguments, e.g. ``(x,)`` or ``(x, c)``.
         likelihood: the observation model; ``likelihood(z, context)`` is
-            p(x | z, c) with one event dimension.
+            p(x | z, c) with one event dimension (z_1 in a chain).
         context: the condition c the likelihood takes (None: none).
         observed: where p(x | z, c) is scored (a boolean mask broadcasting
             against x, :func:`ppvae.pieces.masking.observe_where`), or None
             for every pixel.
-        beta: the weight of the latent site in the training objectives.
+        beta: the weight of the latent sites in the training objectives.
+        layers: the latents z_2, ..., z_L above z_1, bottom up (``()``: one latent).
     """
 
     x: Tensor
@@ -103,6 +130,7 @@ class LatentParts:
     context: Tensor | None = None
     observed: Tensor | None = None
     beta: float = 1.0
+    layers: tuple[LatentLayer, ...] = ()
 
 
 def twin_parts(model: Callable, guide: Callable, args: tuple, kwargs: dict
@@ -159,17 +187,31 @@ def _log_prior(prior: Evaluated, z: Tensor) -> Tensor:
     return prior.log_prob(z) + z.shape[-1] * HALF_LOG_2PI
 
 
-def _latent_terms(q: Evaluated, prior: Evaluated, prefix: tuple[int, ...]
-                  ) -> tuple[Tensor, Tensor]:
-    """z ~ q and log p(z) - log q(z), shapes (..., N, L) and (..., N) (module doc)."""
+def _draw(q: Evaluated, prefix: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """z ~ q and -log q(z) - (L / 2) log 2 pi, shapes (..., N, L) and (..., N) (module doc)."""
     if isinstance(q, tuple):
         loc, scale = q
         eps = torch.randn(prefix + loc.shape, dtype=loc.dtype, device=loc.device)
         z = loc + eps * scale  # Normal.rsample's draw, from the same numbers
-        neg_log_q = (0.5 * eps.square() + scale.log()).sum(-1)  # + (L / 2) log 2 pi
-        return z, _log_prior(prior, z) + neg_log_q
+        return z, (0.5 * eps.square() + scale.log()).sum(-1)
     z = q.rsample(prefix)
-    return z, _log_prior(prior, z) - z.shape[-1] * HALF_LOG_2PI - q.log_prob(z)
+    return z, -q.log_prob(z) - z.shape[-1] * HALF_LOG_2PI
+
+
+def _latent_terms(parts: LatentParts, q: Evaluated, prior: Evaluated, prefix: tuple[int, ...]
+                  ) -> tuple[Tensor, Tensor]:
+    """z_1 ~ q, each latent above it from its q given the one beneath, and
+    log p(z) - log q(z) summed over the latents, shapes (..., N, L) and
+    (..., N) (module doc): ``q`` and ``prior`` are the evaluated q(z_1 | x, c)
+    and top prior. The draws above z_1 take no ``prefix``: their q's batch
+    shape holds the particles already."""
+    z, latent = _draw(q, prefix)
+    below = z
+    for layer in parts.layers:
+        above, neg_log_q = _draw(_evaluate(layer.posterior, (below,)), ())
+        latent = latent + neg_log_q + _log_prior(_evaluate(layer.prior, (above,)), below)
+        below = above
+    return z, latent + _log_prior(prior, below)
 
 
 def _log_likelihood(parts: LatentParts, z: Tensor) -> Tensor:
@@ -191,7 +233,7 @@ def _log_likelihood(parts: LatentParts, z: Tensor) -> Tensor:
 def elbo_loss(parts: LatentParts, num_particles: int = 1) -> Tensor:
     """-ELBO summed over the batch, averaged over ``num_particles`` draws (module doc)."""
     q = _evaluate(parts.posterior, parts.posterior_args)
-    z, latent = _latent_terms(q, _evaluate(parts.prior, parts.prior_args),
+    z, latent = _latent_terms(parts, q, _evaluate(parts.prior, parts.prior_args),
                               _prefix(num_particles, False))
     log_px = _log_likelihood(parts, z)
     if parts.beta != 1:
@@ -201,22 +243,36 @@ def elbo_loss(parts: LatentParts, num_particles: int = 1) -> Tensor:
 
 
 def analytic_elbo_loss(parts: LatentParts, num_particles: int = 1) -> Tensor:
-    """-ELBO with the closed-form KL(q || p), summed over the batch (module doc)."""
+    """-ELBO with the closed-form KL(q || p) of each latent, summed over the
+    batch (module doc)."""
     q = parts.posterior(*parts.posterior_args)
     z = q.rsample(_prefix(num_particles, False))
     log_px = _log_likelihood(parts, z).sum() / num_particles
-    prior = parts.prior(*parts.prior_args)
-    try:
-        kl = kl_divergence(q, prior).sum()
-    except NotImplementedError:  # as Pyro does: log q(z) - log p(z) at the draws
-        kl = (q.log_prob(z) - prior.log_prob(z)).sum() / num_particles
+    kl = z.new_zeros(())
+    for layer in parts.layers:
+        q_above = layer.posterior(z)
+        above = q_above.rsample()
+        kl = kl + _kl(q, layer.prior(above), z, num_particles)
+        q, z = q_above, above
+    kl = kl + _kl(q, parts.prior(*parts.prior_args), z, num_particles)
     return -log_px + (parts.beta * kl if parts.beta != 1 else kl)
+
+
+def _kl(q: Distribution, prior: Distribution, z: Tensor, num_particles: int) -> Tensor:
+    """KL(q || p) summed over the batch and averaged over the particles: in
+    closed form, of shape (K, N) where q or p depends on a drawn latent and
+    (N,) otherwise; else, as Pyro does, log q(z) - log p(z) at the draws z."""
+    try:
+        kl = kl_divergence(q, prior)
+    except NotImplementedError:
+        return (q.log_prob(z) - prior.log_prob(z)).sum() / num_particles
+    return kl.sum() / num_particles if kl.dim() > 1 else kl.sum()
 
 
 def log_weights(parts: LatentParts, num_particles: int) -> Tensor:
     """log p(x_i, z_{k,i}) - log q(z_{k,i} | x_i), shape (K, N), unscaled."""
     q = _evaluate(parts.posterior, parts.posterior_args)
-    z, latent = _latent_terms(q, _evaluate(parts.prior, parts.prior_args), (num_particles,))
+    z, latent = _latent_terms(parts, q, _evaluate(parts.prior, parts.prior_args), (num_particles,))
     return _log_likelihood(parts, z) + latent
 
 
@@ -243,7 +299,7 @@ class LogWeights:
 
     @torch.no_grad()
     def __call__(self, num_particles: int) -> Tensor:
-        z, latent = _latent_terms(self.q, self.prior, (num_particles,))
+        z, latent = _latent_terms(self.parts, self.q, self.prior, (num_particles,))
         if self.flip is None:
             return _log_likelihood(self.parts, z) + latent
         neg_log_p = softplus(self.parts.likelihood.net(z, self.parts.context) * self.flip)
@@ -261,6 +317,10 @@ def iwae_loss(parts: LatentParts, num_particles: int, dreg: bool = False) -> Ten
     if not dreg:
         log_w = log_weights(parts, num_particles)
         return -(torch.logsumexp(log_w, 0) - math.log(num_particles)).sum()
+    if parts.layers:
+        raise ValueError("dreg=True needs guide latents whose distributions do not depend on "
+                         "each other, but this guide draws a chain (q(z_2 | z_1), ...): the "
+                         "doubly-reparameterized gradient would be biased here; use dreg=False")
     q = parts.posterior(*parts.posterior_args)
     z = q.rsample((num_particles,))
     weight: list[Tensor] = []

@@ -11,7 +11,9 @@ Generative model and guide, for each data point i::
 
 so log w = log p(x | z1) + log p(z1 | z2) + log p(z2) - log q(z1 | x) - log q(z2 | z1),
 which the ELBO, IWAE and the importance-weighted estimator read off the
-traces as for any pair (no pure-torch twin: the Pyro path). The guide's
+traces as for any pair, or compute through the pure-torch twins of
+:mod:`ppvae.accel` (the chain z1 -> z2 of :meth:`TwoLayerVAE.accel_parts`;
+the same draws and values, without Pyro's handlers). The guide's
 factorization is the true posterior's (z2 and x are independent given z1),
 so the pair can be exact: with linear-Gaussian pieces chosen so that the
 exact conditionals are diagonal, every importance weight equals p(x)
@@ -29,6 +31,7 @@ import torch
 from pyro import poutine
 from torch import Tensor
 
+from ppvae.accel import LatentLayer, LatentParts
 from ppvae.models.base import LatentVariableModel, as_shape, check_latent_settings
 from ppvae.models.registry import register
 from ppvae.nn import MLP, make_decoder, make_encoder
@@ -107,6 +110,14 @@ class TwoLayerVAE(LatentVariableModel):
             with poutine.scale(scale=self.beta if beta is None else beta):
                 z1 = pyro.sample("z1", self.encoder(x))
                 pyro.sample("z2", self.top_encoder(z1))
+
+    def accel_parts(self, x: Tensor, beta: float | None = None) -> LatentParts:
+        """The pieces of ``model``/``guide`` on this batch, for the pure-torch
+        twins of their objectives (:mod:`ppvae.accel`): z1 beneath, z2 above."""
+        self.check_shape(x)
+        return LatentParts(x, self.prior, (), self.encoder, (x,), self.likelihood,
+                           beta=self.beta if beta is None else beta,
+                           layers=(LatentLayer(self.top_encoder, self.conditional_prior),))
 
     # ----------------------------------------------------------- conveniences
     @torch.no_grad()
