@@ -34,6 +34,13 @@ speed can be checked to mean equal work. Also measured: an M2 training step
 second, and the peak memory (RSS) of training in a fresh process.
 Evaluation speed and memory: ``eval_speed.py``.
 
+With ``--two-layer`` it measures instead the IWAE paper's networks (tanh,
+batch 100, as ``mnist_nll.py`` trains them) on the same images: ``ppvae.fit`` on the one-layer VAE (784-200-200-50) and on the
+two-layer VAE (784-200-200-100, 100-100-50) through its pure-torch twin and
+through Pyro (``accel=False``), interleaved in a rotating order, one epoch
+each per repeat: images per second, and the two-layer twin over the Pyro
+path and over the one-layer VAE as medians of the ratios within each repeat.
+
 With ``--breakdown`` it prints instead where ``ppvae.fit``'s time goes
 against the hand-written loop at the first batch size: the time of a
 training step (ppvae's twin loss, its backward pass and the fused Adam step,
@@ -44,7 +51,7 @@ end, from ``fit`` and the hand-written loop on ``--breakdown-batches``
 batches).
 
 Usage: PPVAE_DATA=../shared/data python benchmarks/throughput.py [--batch-sizes 128 256]
-       [--epochs 1] [--repeats 9] [--json] [--breakdown]
+       [--epochs 1] [--repeats 9] [--json] [--breakdown | --two-layer]
 With --json it prints one JSON object whose keys include ``handwritten``,
 ``pyro_svi``, ``ppvae_fit`` (images/s at the first batch size) and
 ``ratio_ppvae_vs_handwritten``.
@@ -63,14 +70,14 @@ from pathlib import Path
 
 import pyro
 import torch
-from common import machine, matmul_peak_gflops
+from common import iwae_paper_vae, machine, matmul_peak_gflops
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 import ppvae
 from ppvae.data import binarize, label_split, load_dataset
 from ppvae import accel
-from ppvae.models import SSVAE, VAE
+from ppvae.models import SSVAE, VAE, TwoLayerVAE
 from ppvae.train.plans import adam
 
 LATENT, HIDDEN = 50, 400
@@ -256,6 +263,45 @@ def breakdown(x: torch.Tensor, batch_size: int, repeats: int, batches: int) -> N
           f"epoch of hand-written steps ({epoch:.2f} s)")
 
 
+def two_layer_rates(x: torch.Tensor, repeats: int, batch_size: int = 100) -> None:
+    """Print the images per second of the IWAE paper's one- and two-layer
+    VAEs under ``ppvae.fit`` (module doc)."""
+    makers = {
+        "one-layer VAE, twin": (lambda: iwae_paper_vae(input_shape=784), True),
+        "two-layer VAE, twin": (lambda: TwoLayerVAE(784, latent_dim=100, top_latent_dim=50,
+                                                    hidden=(200, 200), top_hidden=(100, 100)),
+                                True),
+        "two-layer VAE, Pyro": (lambda: TwoLayerVAE(784, latent_dim=100, top_latent_dim=50,
+                                                    hidden=(200, 200), top_hidden=(100, 100)),
+                                False),
+    }
+
+    def once(name: str, images: torch.Tensor, seed: int) -> float:
+        make, use_twin = makers[name]
+        pyro.set_rng_seed(seed)
+        start = time.perf_counter()
+        ppvae.fit(make(), images, epochs=1, batch_size=batch_size, seed=seed, progress=False,
+                  accel=use_twin)
+        return time.perf_counter() - start
+
+    names = list(makers)
+    for name in names:  # untimed: imports and first-call allocations
+        once(name, x[: 8 * batch_size], 0)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        for name in names[repeat % len(names):] + names[: repeat % len(names)]:
+            times[name].append(once(name, x, repeat))
+    print(f"\nbatch {batch_size}, one epoch of {len(x)} images, "
+          f"median of {repeats}:")
+    for name in names:
+        print(f"  {name:22s} {len(x) / statistics.median(times[name]):9,.0f} images/s")
+    for label, a, b in (("two-layer twin / Pyro path", names[2], names[1]),
+                        ("two-layer twin / one-layer twin", names[0], names[1])):
+        ratios = [s_a / s_b for s_a, s_b in zip(times[a], times[b])]
+        print(f"  speed {label} within each repeat: median {statistics.median(ratios):.2f} "
+              f"(range {min(ratios):.2f}-{max(ratios):.2f})")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child()
@@ -271,12 +317,18 @@ def main() -> None:
                         help="print where ppvae.fit's time goes instead (module doc)")
     parser.add_argument("--breakdown-batches", type=int, default=16,
                         help="batches of the short fits of --breakdown")
+    parser.add_argument("--two-layer", action="store_true",
+                        help="time the IWAE paper's one- and two-layer VAEs instead (module doc)")
     parser.add_argument("--training-only", action="store_true",
                         help="skip the M2, evaluation and memory measurements")
     args = parser.parse_args()
 
     data = load_dataset("mnist", binarize="static")
     x = torch.cat([data.train.x, data.val.x])[: args.num_images]
+    if args.two_layer:
+        print(f"machine: {machine()}", flush=True)
+        two_layer_rates(x, args.repeats)
+        return
     if not args.json:
         print(f"machine: {machine()}", flush=True)
     if args.breakdown:
