@@ -24,8 +24,17 @@ minutes instead), keeping the best validation epoch, the ELBO-trained ones with 
 warm-up over ``--warmup-epochs`` (0: none; the VampPrior paper warms up over
 100 epochs); then its test negative
 log-likelihood is estimated with K = ``--eval-samples`` importance samples per
-image on the first ``--eval-images`` test images (``ppvae.infer.log_likelihood``).
+image on the first ``--eval-images`` test images (``ppvae.infer.log_likelihood``),
+and the active units of each latent layer counted on the same images
+(``ppvae.infer.active_units``: Var_x E_q[z_d | x] > 0.01, Burda et al.'s
+criterion; not for the Helmholtz machine's binary units).
 The validation split is 10% of MNIST's training file (seed ``--seed``).
+
+With ``--units-of-last-checkpoint`` nothing trains: for each of ``--models``
+with a record in ``--out`` the active units of the run's last checkpoint
+(its final epoch; the record's estimates are of its best validation epoch)
+are counted and added to the record as ``active_units_last_epoch``, for
+records from before active units were counted.
 
 Resumable: each finished model's record is ``--out/<model>.json`` (with the
 settings; a record of other settings is refused), so two processes may run
@@ -46,11 +55,13 @@ import time
 from pathlib import Path
 
 import pyro
+import torch
 from common import iwae_paper_vae, machine
 
 import ppvae
 from ppvae.atomic import atomic_write
 from ppvae.data import load_dataset
+from ppvae.infer import active_units
 from ppvae.models import HelmholtzMachine, TwoLayerVAE
 from ppvae.train.schedules import SCHEDULES
 
@@ -101,12 +112,37 @@ def run(name: str, args: argparse.Namespace, data) -> dict:
     x = data.test.x[: args.eval_images]
     start = time.perf_counter()
     result = model.log_likelihood(x, num_samples=args.eval_samples, progress=True)
+    seconds = time.perf_counter() - start
     return {"model": name, "fit_options": options, "epochs": history.epochs,
             "train_minutes": history.seconds / 60, "test_nll": -result.mean,
             "test_nll_stderr": result.stderr, "test_elbo": result.elbo_mean,
-            "eval_images": len(x), "eval_seconds": time.perf_counter() - start,
+            "eval_images": len(x), "eval_seconds": seconds,
             "khat_max": result.khat_max, "frac_khat_above_0.7": result.frac_khat_above,
+            "active_units": None if name == "rws" else active_units(model.guide, x).counts,
             "machine": machine()}
+
+
+def last_epoch_units(name: str, args: argparse.Namespace, data) -> dict:
+    """The active units of the last checkpoint of model ``name``'s run in ``--out``."""
+    path = Path(args.out) / name / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: no checkpoint to count active units of")
+    model, _ = build(name, args, data.image_shape)
+    # a Lightning checkpoint this script's own run wrote (not only tensors)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()
+                           if k.startswith("model.")})
+    units = active_units(model.guide, data.test.x[: args.eval_images]).counts
+    return {"epoch": checkpoint["epoch"] + 1, "units": units}
+
+
+def units_cell(record: dict) -> str:
+    """The table's active units: of the evaluated weights, else (marked †) of
+    the last checkpoint, else a dash."""
+    units, mark = record.get("active_units"), ""
+    if units is None and "active_units_last_epoch" in record:
+        units, mark = record["active_units_last_epoch"]["units"], " †"
+    return " + ".join(str(n) for n in units.values()) + mark if units else "—"
 
 
 def main() -> None:
@@ -133,6 +169,9 @@ def main() -> None:
     parser.add_argument("--eval-images", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-mnist-nll")
+    parser.add_argument("--units-of-last-checkpoint", action="store_true",
+                        help="count the active units of each record's last checkpoint instead "
+                             "of training (module doc)")
     args = parser.parse_args()
     settings = {k: getattr(args, k) for k in SETTINGS}
 
@@ -145,6 +184,17 @@ def main() -> None:
     data = load_dataset(args.dataset, binarize="dynamic", seed=args.seed)
     for name in args.models:
         path = out / f"{name}.json"
+        if args.units_of_last_checkpoint:
+            if not path.is_file():
+                raise SystemExit(f"{path} is missing: no run to count active units of")
+            if name == "rws":
+                raise SystemExit("the Helmholtz machine's units are binary: no active units")
+            record = json.loads(path.read_text())
+            record["active_units_last_epoch"] = last_epoch_units(name, args, data)
+            atomic_write(path, (json.dumps(record, indent=2) + "\n").encode())
+            print(f"{name}: active units of epoch {record['active_units_last_epoch']['epoch']}: "
+                  f"{record['active_units_last_epoch']['units']}", flush=True)
+            continue
         if path.is_file():
             print(f"{name}: done before", flush=True)
             continue
@@ -161,16 +211,18 @@ def main() -> None:
           f"({len(data.train)} train / {len(data.val)} val images); test NLL on the first "
           f"{args.eval_images} test images\n")
     print(f"| model | training | epochs | train min | test ELBO | test NLL (K = "
-          f"{args.eval_samples}) | k-hat > 0.7 | paper | pythae |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          f"{args.eval_samples}) | k-hat > 0.7 | active units | paper | pythae |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in records:
         n = r["model"]
         training = {"iwae": f"IWAE, K = {args.iwae_k}", "rws": f"RWS, K = {args.rws_k}"}.get(
             n.split("-")[0], "ELBO")
         print(f"| {LABELS[n]} | {training} | {r['epochs']} | {r['train_minutes']:.1f} | "
               f"{-r['test_elbo']:.2f} | {r['test_nll']:.2f} ± {r['test_nll_stderr']:.2f} | "
-              f"{100 * r['frac_khat_above_0.7']:.1f}% | {PAPER.get(n, '—')} | "
+              f"{100 * r['frac_khat_above_0.7']:.1f}% | {units_cell(r)} | {PAPER.get(n, '—')} | "
               f"{PYTHAE.get(n, '—')} |")
+    if any("active_units" not in r and "active_units_last_epoch" in r for r in records):
+        print("\n† of the last epoch's checkpoint (--units-of-last-checkpoint)")
 
 
 if __name__ == "__main__":
