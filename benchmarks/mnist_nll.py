@@ -145,6 +145,25 @@ def units_cell(record: dict) -> str:
     return " + ".join(str(n) for n in units.values()) + mark if units else "—"
 
 
+def print_table(out: Path, args: argparse.Namespace) -> None:
+    """The markdown table of every record in ``out``."""
+    records = [json.loads((out / f"{n}.json").read_text()) for n in MODELS
+               if (out / f"{n}.json").is_file()]
+    print(f"| model | training | epochs | train min | test ELBO | test NLL (K = "
+          f"{args.eval_samples}) | k-hat > 0.7 | active units | paper | pythae |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in records:
+        n = r["model"]
+        training = {"iwae": f"IWAE, K = {args.iwae_k}", "rws": f"RWS, K = {args.rws_k}"}.get(
+            n.split("-")[0], "ELBO")
+        print(f"| {LABELS[n]} | {training} | {r['epochs']} | {r['train_minutes']:.1f} | "
+              f"{-r['test_elbo']:.2f} | {r['test_nll']:.2f} ± {r['test_nll_stderr']:.2f} | "
+              f"{100 * r['frac_khat_above_0.7']:.1f}% | {units_cell(r)} | {PAPER.get(n, '—')} | "
+              f"{PYTHAE.get(n, '—')} |")
+    if any("active_units" not in r and "active_units_last_epoch" in r for r in records):
+        print("\n† of the last epoch's checkpoint (--units-of-last-checkpoint)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
@@ -203,26 +222,12 @@ def main() -> None:
         print(f"{name}: {record['epochs']} epochs, test NLL {record['test_nll']:.2f} ± "
               f"{record['test_nll_stderr']:.2f}", flush=True)
 
-    records = [json.loads((out / f"{n}.json").read_text()) for n in MODELS
-               if (out / f"{n}.json").is_file()]
     print(f"\nmachine: {machine()}; budget {args.minutes:g} min of training per model, "
           f"batch {args.batch_size}, Adam lr {args.lr:g} ({args.lr_schedule} schedule), "
           f"patience {args.patience or 'none'}, dynamic binarization "
           f"({len(data.train)} train / {len(data.val)} val images); test NLL on the first "
           f"{args.eval_images} test images\n")
-    print(f"| model | training | epochs | train min | test ELBO | test NLL (K = "
-          f"{args.eval_samples}) | k-hat > 0.7 | active units | paper | pythae |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in records:
-        n = r["model"]
-        training = {"iwae": f"IWAE, K = {args.iwae_k}", "rws": f"RWS, K = {args.rws_k}"}.get(
-            n.split("-")[0], "ELBO")
-        print(f"| {LABELS[n]} | {training} | {r['epochs']} | {r['train_minutes']:.1f} | "
-              f"{-r['test_elbo']:.2f} | {r['test_nll']:.2f} ± {r['test_nll_stderr']:.2f} | "
-              f"{100 * r['frac_khat_above_0.7']:.1f}% | {units_cell(r)} | {PAPER.get(n, '—')} | "
-              f"{PYTHAE.get(n, '—')} |")
-    if any("active_units" not in r and "active_units_last_epoch" in r for r in records):
-        print("\n† of the last epoch's checkpoint (--units-of-last-checkpoint)")
+    print_table(out, args)
 
 
 if __name__ == "__main__":
