@@ -27,7 +27,7 @@ log-likelihood is estimated with K = ``--eval-samples`` importance samples per
 image on the first ``--eval-images`` test images (``ppvae.infer.log_likelihood``),
 and the active units of each latent layer counted on the same images
 (``ppvae.infer.active_units``: Var_x E_q[z_d | x] > 0.01, Burda et al.'s
-criterion; not for the Helmholtz machine's binary units).
+criterion; none for the Helmholtz machine's binary units).
 The validation split is 10% of MNIST's training file (seed ``--seed``).
 
 With ``--units-of-last-checkpoint`` nothing trains: for each of ``--models``
@@ -118,7 +118,7 @@ def run(name: str, args: argparse.Namespace, data) -> dict:
             "test_nll_stderr": result.stderr, "test_elbo": result.elbo_mean,
             "eval_images": len(x), "eval_seconds": seconds,
             "khat_max": result.khat_max, "frac_khat_above_0.7": result.frac_khat_above,
-            "active_units": None if name == "rws" else active_units(model.guide, x).counts,
+            "active_units": active_units(model.guide, x).counts,
             "machine": machine()}
 
 

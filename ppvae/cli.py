@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 from ppvae import __version__, io
 from ppvae.config import OptionError, Options, read_config
 from ppvae.data import DataOptions
+from ppvae.infer import LogLikelihood
 from ppvae.models import REGISTRY
 from ppvae.models.registry import DATA_ARGUMENTS, entry
 
@@ -81,9 +83,17 @@ def cmd_evaluate(argv: list[str]) -> int:
                      "PSIS k-hat, into RUN_DIR/loglik.{json,png}; for a model that is not a "
                      "density, its reconstruction error, into RUN_DIR/reconstruction.json.")
     parser.add(io.evaluate_run)
-    result, seconds = io.evaluate_run(**parser.parse(argv, {"k": "num_samples"}))
+    options = parser.parse(argv, {"k": "num_samples"})
+    result, seconds = io.evaluate_run(**options)
     if result is not None:
-        print(f"{result.summary()}\n({seconds:.1f} s; files in the run directory)")
+        print(result.summary())
+        record = (json.loads((Path(options["run_dir"]) / "loglik.json").read_text())
+                  if isinstance(result, LogLikelihood) else {})
+        if record.get("active_units"):
+            print("active units (Var_x E_q[z_d | x] > 0.01): " + ", ".join(
+                f"{name} {u['active']} of {u['units']}"
+                for name, u in record["active_units"].items()))
+        print(f"({seconds:.1f} s; files in the run directory)")
     return 0
 
 

@@ -275,7 +275,9 @@ def evaluate_run(run_dir: str | os.PathLike, num_samples: int = 1000,
     For a density, estimates log p(x) per data point by importance sampling
     with the model's guide (:func:`ppvae.infer.log_likelihood`: the IW
     estimate with ELBO, ESS and PSIS k-hat) and writes ``loglik.json`` (with
-    the split, seconds and processes) and ``loglik.png`` into the run. For a
+    the split, seconds, processes and the active units of each continuous
+    latent on the same points, :func:`ppvae.infer.active_units`, as
+    ``{site: {"active": n, "units": d}}``) and ``loglik.png`` into the run. For a
     model that is not a density (``density = False``: a point-mass guide),
     reports the reconstruction error and code statistics instead
     (:func:`ppvae.infer.reconstruction_error`, in one process; ``num_samples``
@@ -298,7 +300,7 @@ def evaluate_run(run_dir: str | os.PathLike, num_samples: int = 1000,
         :class:`ppvae.infer.Reconstruction` (None in the processes other than
         the main one) and the seconds it took.
     """
-    from ppvae.infer import log_likelihood, reconstruction_error
+    from ppvae.infer import active_units, log_likelihood, reconstruction_error
     from ppvae.plots import plot_log_likelihood
     from ppvae.train.contract import is_density
     from ppvae.train.distributed import launch_processes
@@ -318,16 +320,18 @@ def evaluate_run(run_dir: str | os.PathLike, num_samples: int = 1000,
     if devices * num_nodes > 1:  # every process runs the rest of this function
         fabric = launch_processes(accelerator, devices, num_nodes)
         model = model.to(fabric.device)
+    args = model.model_args(getattr(data, split), max_points)
     start = time.perf_counter()
-    result = log_likelihood(model.model, model.guide,
-                            *model.model_args(getattr(data, split), max_points),
-                            num_samples=num_samples, seed=seed, progress=progress, accel=accel,
-                            distributed=fabric is not None)
+    result = log_likelihood(model.model, model.guide, *args, num_samples=num_samples, seed=seed,
+                            progress=progress, accel=accel, distributed=fabric is not None)
     seconds = time.perf_counter() - start
     if fabric is not None and not fabric.is_global_zero:
         return None, seconds
+    found = active_units(model.guide, *args, seed=seed) if len(args[0]) > 1 else None
+    units = None if found is None else {name: {"active": found.counts[name], "units": len(v)}
+                                        for name, v in found.variance.items()}
     write_json(run_dir / "loglik.json", {**result.to_dict(), "split": split, "seconds": seconds,
-                                         "processes": devices * num_nodes})
+                                         "processes": devices * num_nodes, "active_units": units})
     plot_log_likelihood(result.curve(), result.khat, elbo=result.elbo_mean,
                         path=run_dir / "loglik.png", title=f"{run_dir.name} ({split})")
     return result, seconds

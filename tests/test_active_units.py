@@ -87,8 +87,13 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="threshold must be non-negative"):
         active_units(linear_guide, X, threshold=-1.0)
 
-    def global_only(x):
-        pyro.sample("g", dist.Normal(0.0, 1.0))
 
-    with pytest.raises(ValueError, match="no continuous latent site in the plate 'data'"):
-        active_units(global_only, X)
+
+def test_a_guide_without_continuous_latents_in_the_data_plate_has_no_sites():
+    def global_and_discrete(x):
+        pyro.sample("g", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("h", dist.Bernoulli(0.5 * torch.ones(len(x), 3)).to_event(1))
+
+    units = active_units(global_and_discrete, X)
+    assert units.variance == {} and units.counts == {}

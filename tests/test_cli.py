@@ -153,7 +153,11 @@ def test_evaluate_writes_loglik_json_and_figure(run_dir, capsys):
     assert record["num_samples"] == 50 and record["elbo"] <= record["mean"] < 0
     assert list(record["by_num_samples"]) == ["1", "10", "50"]
     assert (run_dir / "loglik.png").stat().st_size > 1000
-    assert "log p(x) ~=" in capsys.readouterr().out
+    units = record["active_units"]["z"]
+    assert list(record["active_units"]) == ["z"] and 0 <= units["active"] <= units["units"] == 2
+    out = capsys.readouterr().out
+    assert "log p(x) ~=" in out
+    assert f"active units (Var_x E_q[z_d | x] > 0.01): z {units['active']} of 2" in out
     assert main(["evaluate", str(run_dir), "--num-samples", "0"]) == 2
     # through Pyro's traces: the same draws, the same estimate up to float rounding
     assert main(["evaluate", str(run_dir), "--num-samples", "50", "--no-progress",

@@ -23,7 +23,8 @@ unbiased variance over the N data points,
 
 which is unbiased for Var_x(E_q[z_d | x]) (the second term removes the
 Monte Carlo noise of m_x; it is zero where every v_s is the exact mean).
-Discrete latents and latents outside the data plate are left out.
+Discrete latents and latents outside the data plate are left out (a guide
+with none else, such as a Helmholtz machine's binary units, has no sites).
 """
 
 from __future__ import annotations
@@ -100,8 +101,7 @@ def active_units(
     from it).
 
     Raises:
-        ValueError: fewer than 2 data points or samples, a negative
-            threshold, or a guide with no continuous latent in the data plate.
+        ValueError: fewer than 2 data points or samples, or a negative threshold.
     """
     n = len(x)
     if n < 2:
@@ -130,8 +130,6 @@ def active_units(
                 stacked = torch.stack(values)
                 means.setdefault(name, []).append(stacked.mean(0))
                 noise.setdefault(name, []).append(stacked.var(0))
-    if not means:
-        raise ValueError(f"the guide has no continuous latent site in the plate {data_plate!r}")
     variance = {name: (torch.cat(m).var(0) - torch.cat(noise[name]).mean(0) / num_samples).float()
                 for name, m in means.items()}
     return ActiveUnits(variance, threshold)
