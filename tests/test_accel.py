@@ -32,7 +32,7 @@ def data_for(likelihood: str, n: int = 12, d: int = 64) -> torch.Tensor:
 
 
 def pairs():
-    """(name, model, args, kwargs) for each kind of one-latent model."""
+    """(name, model, args, kwargs) for each kind of model with a twin."""
     torch.manual_seed(0)
     out = []
     for likelihood in LIKELIHOODS:

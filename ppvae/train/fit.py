@@ -137,9 +137,10 @@ def fit(
             history; ``history.rank`` tells the main process (0), which alone
             writes checkpoints and logs.
         val_batch_size: batch size for validation (over all processes).
-        accel: train ppvae's one-latent models through their pure-torch twins
-            (:mod:`ppvae.accel`; the same loss and gradients as the Pyro path,
-            faster); False takes the Pyro path. A user's own pair always does.
+        accel: train ppvae's models with one latent or a chain of latents
+            through their pure-torch twins (:mod:`ppvae.accel`; the same loss
+            and gradients as the Pyro path, faster); False takes the Pyro
+            path. A user's own pair always does.
         **plan_options: the plan's own options, e.g. ``objective``,
             ``num_particles``, ``dreg``, ``kl_warmup_epochs`` for ``"elbo"``;
             ``labels``, ``labelled_per_batch``, ``alpha``, ``labelled_weight``

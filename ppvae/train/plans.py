@@ -9,9 +9,10 @@ new plan here, registered in :data:`PLANS`, never an edit of ``fit``.
 - :class:`ELBOPlan` (``"elbo"``): any Pyro loss with ``differentiable_loss``
   (``Trace_ELBO``, ``TraceMeanField_ELBO``, ``TraceEnum_ELBO``,
   :class:`ppvae.infer.IWAE` with or without DReG, ...) on ``model``/``guide``;
-  KL warm-up through the model's ``beta`` keyword. ppvae's one-latent models
-  train through their pure-torch twins (:mod:`ppvae.accel`), equal to the
-  Pyro path; ``accel=False`` takes the Pyro path.
+  KL warm-up through the model's ``beta`` keyword. ppvae's models with one
+  latent or a chain of latents train through their pure-torch twins
+  (:mod:`ppvae.accel`), equal to the Pyro path; ``accel=False`` takes the
+  Pyro path.
 - :class:`SemiSupervisedPlan` (``"semi-supervised"``): M2's objective on mixed
   labelled/unlabelled batches (:class:`ppvae.infer.SemiSupervisedELBO`).
 - :class:`ReconstructionPlan` (``"reconstruction"``): deterministic
