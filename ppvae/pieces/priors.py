@@ -231,8 +231,10 @@ class VampPrior(nn.Module):
 
     The collapsed state, q(z | x) the same for every x, costs no KL under this
     prior (it is then q itself): train with a KL warm-up long enough for the
-    encoder to leave it first (on MNIST with the IWAE paper's networks, 10
-    epochs were too short and 30 enough: ``benchmarks/README.md``)."""
+    encoder to leave it first, and check that it did
+    (:func:`ppvae.infer.active_units`): on MNIST with the IWAE paper's
+    networks and 500 pseudo-inputs, 10 epochs were too short and 30 enough;
+    with 50 pseudo-inputs 30 were not (``benchmarks/README.md``)."""
 
     def __init__(self, encoder: nn.Module, input_dim: int, components: int = 500) -> None:
         super().__init__()
