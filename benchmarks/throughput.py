@@ -35,11 +35,12 @@ second, and the peak memory (RSS) of training in a fresh process.
 Evaluation speed and memory: ``eval_speed.py``.
 
 With ``--two-layer`` it measures instead the IWAE paper's networks (tanh,
-batch 100, as ``mnist_nll.py`` trains them) on the same images: ``ppvae.fit`` on the one-layer VAE (784-200-200-50) and on the
-two-layer VAE (784-200-200-100, 100-100-50) through its pure-torch twin and
-through Pyro (``accel=False``), interleaved in a rotating order, one epoch
-each per repeat: images per second, and the two-layer twin over the Pyro
-path and over the one-layer VAE as medians of the ratios within each repeat.
+batch 100, as ``mnist_nll.py`` trains them) on the same images:
+``ppvae.fit`` on the one-layer VAE (784-200-200-50) and on the two-layer
+VAE (784-200-200-100, 100-100-50) through its pure-torch twin and through
+Pyro (``accel=False``), interleaved in a rotating order, one epoch each per
+repeat: images per second, and the two-layer twin over the Pyro path and
+over the one-layer VAE as medians of the ratios within each repeat.
 
 With ``--breakdown`` it prints instead where ``ppvae.fit``'s time goes
 against the hand-written loop at the first batch size: the time of a
@@ -291,8 +292,7 @@ def two_layer_rates(x: torch.Tensor, repeats: int, batch_size: int = 100) -> Non
     for repeat in range(repeats):
         for name in names[repeat % len(names):] + names[: repeat % len(names)]:
             times[name].append(once(name, x, repeat))
-    print(f"\nbatch {batch_size}, one epoch of {len(x)} images, "
-          f"median of {repeats}:")
+    print(f"\nbatch {batch_size}, one epoch of {len(x)} images, median of {repeats}:")
     for name in names:
         print(f"  {name:22s} {len(x) / statistics.median(times[name]):9,.0f} images/s")
     for label, a, b in (("two-layer twin / Pyro path", names[2], names[1]),
