@@ -190,7 +190,6 @@ def main() -> None:
         if path.is_file() and json.loads(path.read_text())["settings"] != settings:
             raise SystemExit(f"{path} holds a run of other settings; use another --out")
     data = load_dataset(args.dataset, binarize="dynamic", seed=args.seed)
-    args.rws_k = 0  # the table's RWS label; no Helmholtz machine runs here
     for name in args.models:
         path = out / f"{name}.json"
         if path.is_file():

@@ -154,8 +154,8 @@ def print_table(out: Path, args: argparse.Namespace) -> None:
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in records:
         n = r["model"]
-        training = {"iwae": f"IWAE, K = {args.iwae_k}", "rws": f"RWS, K = {args.rws_k}"}.get(
-            n.split("-")[0], "ELBO")
+        k = r["fit_options"].get("num_particles")
+        training = {"iwae": f"IWAE, K = {k}", "rws": f"RWS, K = {k}"}.get(n.split("-")[0], "ELBO")
         print(f"| {LABELS[n]} | {training} | {r['epochs']} | {r['train_minutes']:.1f} | "
               f"{-r['test_elbo']:.2f} | {r['test_nll']:.2f} ± {r['test_nll_stderr']:.2f} | "
               f"{100 * r['frac_khat_above_0.7']:.1f}% | {units_cell(r)} | {PAPER.get(n, '—')} | "

@@ -267,15 +267,13 @@ def breakdown(x: torch.Tensor, batch_size: int, repeats: int, batches: int) -> N
 def two_layer_rates(x: torch.Tensor, repeats: int, batch_size: int = 100) -> None:
     """Print the images per second of the IWAE paper's one- and two-layer
     VAEs under ``ppvae.fit`` (module doc)."""
-    makers = {
-        "one-layer VAE, twin": (lambda: iwae_paper_vae(input_shape=784), True),
-        "two-layer VAE, twin": (lambda: TwoLayerVAE(784, latent_dim=100, top_latent_dim=50,
-                                                    hidden=(200, 200), top_hidden=(100, 100)),
-                                True),
-        "two-layer VAE, Pyro": (lambda: TwoLayerVAE(784, latent_dim=100, top_latent_dim=50,
-                                                    hidden=(200, 200), top_hidden=(100, 100)),
-                                False),
-    }
+    def two_layer() -> TwoLayerVAE:
+        return TwoLayerVAE(784, latent_dim=100, top_latent_dim=50, hidden=(200, 200),
+                           top_hidden=(100, 100))
+
+    makers = {"one-layer VAE, twin": (lambda: iwae_paper_vae(input_shape=784), True),
+              "two-layer VAE, twin": (two_layer, True),
+              "two-layer VAE, Pyro": (two_layer, False)}
 
     def once(name: str, images: torch.Tensor, seed: int) -> float:
         make, use_twin = makers[name]
