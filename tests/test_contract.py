@@ -142,3 +142,5 @@ def test_what_fit_cannot_train_is_refused_with_a_clear_error():
     nan[1, 2] = math.nan
     with pytest.raises(ValueError, match="training data contains 1 NaN"):
         ppvae.fit(PlainVAE(), nan, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="PlainVAE has none"):
+        ppvae.fit(PlainVAE(), x, epochs=1, init_output_bias=True, progress=False)

@@ -48,6 +48,7 @@ def test_mlp_with_context_is_the_network_on_the_concatenation(x_shape, c_shape):
 def test_mlp_last_layer_is_linear():
     net = MLP(3, [8, 8], 2, activation_name="tanh")
     assert isinstance(net.layers[-1], torch.nn.Linear)
+    assert net.output_bias is net.layers[-1].bias
     assert sum(isinstance(m, torch.nn.Tanh) for m in net.layers) == 2
 
 

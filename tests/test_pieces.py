@@ -1,9 +1,10 @@
 import math
 
+import pyro.distributions as dist
 import pytest
 import torch
 
-from ppvae.nn import MLP
+from ppvae.nn import MLP, make_decoder
 from ppvae.pieces import (
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,
@@ -44,6 +45,40 @@ def test_gaussian_scale_is_learned_and_bounded():
     assert len(list(lik.parameters())) == len(list(lik.net.parameters())) + 1
     per_pixel = GaussianLikelihood(MLP(2, [8], 10), 10, per_pixel=True)
     assert per_pixel.scale.shape == (10,)
+
+
+def test_init_from_data_gives_each_pixel_its_fit_to_the_data():
+    """The output bias makes E[x_d | z] the data's pixel mean when the rest of
+    the decoder's output is zero (a zero last-layer weight here)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 6, generator=g) * torch.tensor([0, 1, 0.5, 0.6, 0.9, 1])
+    x[:, 5] = 1.0  # a pixel always on, one always off (column 0)
+    for name in ("bernoulli", "continuous-bernoulli", "gaussian"):
+        lik = make_likelihood(name, MLP(2, [4], 6), 6)
+        with torch.no_grad():
+            lik.net.layers[-1].weight.zero_()
+        lik.init_from_data(x)
+        mean = lik.mean(torch.randn(3, 2))
+        pixel_mean = x.mean(0)
+        if name == "bernoulli":  # clipped to [1e-3, 1 - 1e-3]: finite logits
+            pixel_mean = pixel_mean.clamp(1e-3, 1 - 1e-3)
+        if name == "continuous-bernoulli":  # reachable within logits [-15, 15]
+            ends = dist.ContinuousBernoulli(logits=torch.tensor([-15.0, 15.0])).mean
+            pixel_mean = pixel_mean.clamp(*ends)
+        assert torch.allclose(mean, pixel_mean.expand(3, 6), atol=1e-5), name
+
+
+def test_init_from_data_refuses_what_it_cannot_fit_and_changes_nothing():
+    lik = BernoulliLikelihood(MLP(2, [4], 6))
+    before = lik.net.output_bias.detach().clone()
+    with pytest.raises(ValueError, match="4 values per point, the decoder 6 outputs"):
+        lik.init_from_data(torch.rand(10, 4))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        lik.init_from_data(torch.full((10, 6), 2.0))
+    assert torch.equal(lik.net.output_bias, before)
+    conv = BernoulliLikelihood(make_decoder("conv", 2, (1, 8, 8), [16]))
+    with pytest.raises(ValueError, match="ConvDecoder has no bias per output"):
+        conv.init_from_data(torch.rand(10, 64))
 
 
 def test_bernoulli_log_prob_matches_formula():

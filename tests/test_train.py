@@ -227,6 +227,26 @@ def test_mixed_batches_draw_noisy_labelled_and_unlabelled_points():
                      noise_scale=(scale_u, scale_u))
 
 
+def test_init_output_bias_starts_the_decoder_at_the_pixel_means(digits):
+    """fit(..., init_output_bias=True) sets the bias before the first step (a
+    learning rate of 1e-12 leaves it there); the grey levels of dynamically
+    binarized data give the mean of the binarized pixels."""
+    model = small_vae()
+    ppvae.fit(model, digits, epochs=1, lr=1e-12, init_output_bias=True, progress=False)
+    p = digits.train.x.reshape(len(digits.train), -1).mean(0).clamp(1e-3, 1 - 1e-3)
+    assert torch.allclose(torch.sigmoid(model.likelihood.net.output_bias), p, atol=1e-6)
+    untouched = small_vae()
+    ppvae.fit(untouched, digits, epochs=1, lr=1e-12, progress=False)
+    assert not torch.allclose(torch.sigmoid(untouched.likelihood.net.output_bias), p, atol=0.1)
+
+
+def test_batches_give_all_their_inputs():
+    x, y = torch.arange(20.0).reshape(10, 2), torch.arange(10)
+    assert torch.equal(EpochBatches(x, y, batch_size=3, shuffle=True).inputs(), x)
+    mixed = MixedBatches((x[:4], y[:4]), x[4:], batch_size=3, labelled_per_batch=2)
+    assert torch.equal(mixed.inputs(), x)
+
+
 def test_groups_keep_every_batch_in_order_and_make_them_only_when_used():
     x = torch.arange(1000.0).reshape(100, 10)
     batches = EpochBatches(x, batch_size=7, shuffle=True, seed=3)

@@ -86,6 +86,12 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.out_features = out_features
 
+    @property
+    def output_bias(self) -> Tensor:
+        """The last layer's bias, one per output feature (a parameter: set it
+        in place, under ``torch.no_grad()``)."""
+        return self.layers[-1].bias
+
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
         if context is None:
             return self.layers(inputs)

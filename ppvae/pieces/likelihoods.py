@@ -46,6 +46,36 @@ class ObservationModel(nn.Module):
         """E[x | z], the image shown as a reconstruction or sample."""
         return self(z, context).mean
 
+    @torch.no_grad()
+    def init_from_data(self, x: Tensor) -> None:
+        """Set the decoder's output bias to the maximum-likelihood fit of the
+        data's pixels taken one at a time, so that training starts from the
+        best density that ignores z (Burda et al. 2016 initialize their
+        Bernoulli decoder so): each output's bias b_d satisfies
+        E[x_d | b_d] = mean_n x_nd over the rows of ``x`` (N, D) (for these
+        exponential families, the mean-matching parameter is the maximum-
+        likelihood one). For grey levels under dynamic binarization, the mean
+        grey level is the mean of the binarized pixel.
+
+        Raises ``ValueError``, before changing anything, for a decoder without
+        one bias per output (an :class:`ppvae.nn.MLP` has one; a
+        convolutional decoder has one per channel), for data of another
+        width, or for data outside the density's range."""
+        bias = getattr(self.net, "output_bias", None)
+        if not isinstance(bias, Tensor):
+            raise ValueError(f"the decoder {type(self.net).__name__} has no bias per output "
+                             "(an MLP decoder has): its output bias cannot be set from data")
+        check_support(x, "real" if self.support == "real" else "unit", "the data")
+        mean = x.reshape(len(x), -1).double().mean(0)
+        if mean.shape != bias.shape:
+            raise ValueError(f"the data have {mean.numel()} values per point, the decoder "
+                             f"{bias.numel()} outputs")
+        bias.copy_(self.parameter_of_mean(mean))
+
+    def parameter_of_mean(self, mean: Tensor) -> Tensor:
+        """The decoder output whose distribution has mean ``mean`` (per pixel)."""
+        raise NotImplementedError
+
     def check(self, x: Tensor, *, support: str | None = None, name: str = "x") -> None:
         """Raise ``ValueError`` if ``x`` lies outside this density's support
         (or outside ``support``, one of ``"binary"``, ``"unit"``, ``"real"``)."""
@@ -106,6 +136,11 @@ class BernoulliLikelihood(ObservationModel):
     def forward(self, z: Tensor, context: Tensor | None = None) -> dist.Distribution:
         return dist.Bernoulli(logits=self.net(z, context)).to_event(1)
 
+    def parameter_of_mean(self, mean: Tensor) -> Tensor:
+        """logit(mean), the mean clipped to [1e-3, 1 - 1e-3] (a pixel that is
+        always 0 in the data gets logit 1e-3 = -6.9, not -inf)."""
+        return torch.logit(mean.clamp(1e-3, 1 - 1e-3))
+
 
 class ContinuousBernoulliLikelihood(ObservationModel):
     """p(x | z) = prod_d CB(x_d; lambda_d(z)), x_d in [0, 1]; the logits are
@@ -117,6 +152,18 @@ class ContinuousBernoulliLikelihood(ObservationModel):
     def forward(self, z: Tensor, context: Tensor | None = None) -> dist.Distribution:
         logits = self.net(z, context).clamp(-15.0, 15.0)
         return dist.ContinuousBernoulli(logits=logits).to_event(1)
+
+    def parameter_of_mean(self, mean: Tensor) -> Tensor:
+        """The logit in [-15, 15] whose continuous Bernoulli has mean
+        ``mean`` (the mean rises with the logit; a mean beyond the reach of
+        [-15, 15], below about 1/15 or above 14/15, gets the nearer end), by
+        bisection to within 1e-12."""
+        low, high = torch.full_like(mean, -15.0), torch.full_like(mean, 15.0)
+        for _ in range(45):  # 30 / 2^45 < 1e-12
+            mid = (low + high) / 2
+            below = dist.ContinuousBernoulli(logits=mid).mean < mean
+            low, high = torch.where(below, mid, low), torch.where(below, high, mid)
+        return (low + high) / 2
 
 
 class GaussianLikelihood(ObservationModel):
@@ -159,6 +206,10 @@ class GaussianLikelihood(ObservationModel):
     def forward(self, z: Tensor, context: Tensor | None = None) -> dist.Distribution:
         loc = self.net(z, context)
         return dist.Normal(loc, self.scale.expand_as(loc)).to_event(1)
+
+    def parameter_of_mean(self, mean: Tensor) -> Tensor:
+        """The mean itself (the scale is left as it is)."""
+        return mean
 
 
 LIKELIHOODS: dict[str, type[ObservationModel]] = {

@@ -116,6 +116,10 @@ class EpochBatches:
     def __len__(self) -> int:
         return len(global_batch_starts(len(self.tensors[0]), self.batch_size, self.shard()[1]))
 
+    def inputs(self) -> Tensor:
+        """All the data x, as given (before binarization or noise)."""
+        return self.tensors[0]
+
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         n = len(self.tensors[0])
         rank, world_size = self.shard()
@@ -197,6 +201,10 @@ class MixedBatches:
 
     def __len__(self) -> int:
         return len(self.unlabelled)
+
+    def inputs(self) -> Tensor:
+        """All the data x, labelled then unlabelled, as given."""
+        return torch.cat([self.labelled[0], self.unlabelled.inputs()])
 
     def _labelled_indices(self, epoch: int) -> Iterator[Tensor]:
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 3))
@@ -341,6 +349,10 @@ class _Conditioned:
 
     def __len__(self) -> int:
         return len(self.batches)
+
+    def inputs(self) -> Tensor:
+        """All the data x, as given."""
+        return self.batches.inputs()
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return (self.model.condition_batch(x, y) for x, y in self.batches)

@@ -24,7 +24,10 @@ model declares it:
   takes its place (a Wasserstein autoencoder's MMD between the codes and
   the prior); the model keeps its prior, so evaluators see the density;
 - ``conditional`` with ``condition_batch(x, y) -> (x, c)``: a model of x
-  given a condition made from each labelled batch.
+  given a condition made from each labelled batch;
+- ``likelihood``: the model's :class:`ppvae.pieces.ObservationModel`
+  p(x | ...), whose decoder's output bias ``fit(..., init_output_bias=True)``
+  sets from the training data (:func:`init_output_bias`).
 
 Plans add their own requirements (e.g. the semi-supervised plan's
 ``classifier``), stated in their docstrings.
@@ -40,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ppvae.pieces import check_support
+from ppvae.pieces import ObservationModel, check_support
 
 
 def check_model(model: Any) -> nn.Module:
@@ -94,6 +97,17 @@ def replaced_priors(model: Any) -> frozenset[str]:
 def is_conditional(model: Any) -> bool:
     """Whether ``model`` trains on ``condition_batch(x, y)`` of labelled data."""
     return bool(getattr(model, "conditional", False))
+
+
+def init_output_bias(model: Any, x: Tensor) -> None:
+    """Set the output bias of ``model.likelihood``'s decoder from the
+    training inputs ``x`` (:meth:`ppvae.pieces.ObservationModel.init_from_data`);
+    ``ValueError`` for a model without such a likelihood."""
+    likelihood = getattr(model, "likelihood", None)
+    if not isinstance(likelihood, ObservationModel):
+        raise ValueError(f"init_output_bias sets the output bias of the model's likelihood, a "
+                         f"ppvae.pieces.ObservationModel; {type(model).__name__} has none")
+    likelihood.init_from_data(x)
 
 
 def device_of(model: nn.Module) -> torch.device:

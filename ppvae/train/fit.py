@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 
+from ppvae.train import contract
 from ppvae.train.batches import Groups, TrainData, single_process
 from ppvae.train.distributed import AtomicCheckpointIO, ddp_strategy
 from ppvae.train.history import History, HistoryCallback
@@ -64,6 +65,7 @@ def fit(
     lr_schedule: Literal["constant", "burda", "cosine"] | Callable[[float], float] = "constant",
     patience: int | None = 30,
     seed: int = 0,
+    init_output_bias: bool = False,
     out_dir: str | os.PathLike | None = None,
     keep_checkpoints: int | None = None,
     resume: bool | str | os.PathLike = False,
@@ -117,6 +119,15 @@ def fit(
             validation data either).
         seed: seeds initialization-independent randomness: batch order,
             binarization and the sampling of latents.
+        init_output_bias: before training, set the decoder's output bias to
+            the maximum-likelihood fit of the training pixels taken one at a
+            time (``model.likelihood.init_from_data``: Burda et al. 2016's
+            initialization). The decoder then starts from the mean image
+            instead of spending its first epoch on it, while the KL term,
+            even under warm-up, can pull q(z | x) into ignoring x: with a
+            VampPrior, or in the top layer of a two-layer VAE
+            (``benchmarks/README.md``). Needs a ppvae likelihood on an MLP
+            decoder; a resumed run takes its weights from the checkpoint.
         out_dir: where to write checkpoints (``checkpoints/``, one per epoch
             plus ``last.ckpt``) and CSV/TensorBoard logs (``logs/``); None keeps
             everything in memory.
@@ -174,6 +185,11 @@ def fit(
     train_batches, val_batches = module.batches(
         data, batch_size=batch_size, val_batch_size=val_batch_size, seed=seed,
         epoch=lambda: trainer.current_epoch, shard=lambda: (trainer.global_rank, trainer.world_size))
+    if init_output_bias:
+        if not callable(getattr(train_batches, "inputs", None)):
+            raise ValueError(f"init_output_bias needs the training data: the batches of "
+                             f"{type(module).__name__} do not offer inputs()")
+        contract.init_output_bias(model, train_batches.inputs())
     L.seed_everything(seed, verbose=False)
     history_cb = HistoryCallback(module.monitor)
     use_early = patience is not None and val_batches is not None and module.monitor is not None
