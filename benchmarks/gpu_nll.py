@@ -4,9 +4,9 @@ papers' 3280 epochs: one prepared run for a lent device.
 Every model of ``mnist_nll.py`` that has a pure-torch twin (all but the
 Helmholtz machine, whose reweighted wake-sleep runs through Pyro: its CPU
 figure stands) trains with the networks, objective, KL warm-up, learning-rate
-schedule and best-validation-epoch rule of ``ppvae.fit`` there, for
-``--epochs`` epochs (3280, Burda et al.'s) or until ``--minutes`` of
-training are spent, whichever comes first; the schedule's progress is the
+schedule, output-bias initialization and best-validation-epoch rule of
+``ppvae.fit`` there, for ``--epochs`` epochs (3280, Burda et al.'s) or until
+``--minutes`` of training are spent, whichever comes first; the schedule's progress is the
 larger of the epoch share and the time share, as in
 ``ppvae.train.schedules.budget_progress``. Then, on the device, the test NLL
 with K = ``--eval-samples`` importance samples on the first
@@ -68,7 +68,7 @@ MODELS = ("vae", "iwae", "vae-2l", "iwae-2l", "vamp", "mog", "iaf")
 #: settings that change a model's record (``--models``, ``--out`` do not)
 SETTINGS = ("dataset", "device", "epochs", "minutes", "iwae_k", "pseudo_inputs",
             "mog_components", "flows", "warmup_epochs", "batch_size", "lr", "lr_schedule",
-            "eval_samples", "eval_images", "seed")
+            "eval_samples", "eval_images", "seed", "init_output_bias")
 
 
 def twin_loss(model, twin, x: torch.Tensor, kwargs: dict) -> torch.Tensor:
@@ -84,6 +84,8 @@ def train(name: str, args: argparse.Namespace, data, device: torch.device):
     its best validation epoch's weights, and what the record says of training."""
     pyro.set_rng_seed(args.seed)
     model, options = build(name, args, data.image_shape)
+    if args.init_output_bias:
+        contract.init_output_bias(model, data.train.x)
     model.to(device)
     twin = twin_objective(make_objective(options.get("objective", "elbo"),
                                          options.get("num_particles", 1)))
@@ -165,6 +167,9 @@ def main() -> None:
     parser.add_argument("--flows", type=int, default=2)
     parser.add_argument("--warmup-epochs", type=float, default=30.0,
                         help="KL warm-up of the ELBO-trained models (0: none)")
+    parser.add_argument("--init-output-bias", action=argparse.BooleanOptionalAction,
+                        default=True, help="start the decoder's output bias at the logits of "
+                                           "the training pixels' means (default on)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr-schedule", default="burda", choices=list(SCHEDULES))
@@ -204,6 +209,7 @@ def main() -> None:
     print(f"\ndevice: {args.device}; at most {args.epochs} epochs or {args.minutes:g} min of "
           f"training per model, batch {args.batch_size}, Adam lr {args.lr:g} "
           f"({args.lr_schedule} schedule), KL warm-up {args.warmup_epochs:g} epochs, "
+          f"output bias {'from the data' if args.init_output_bias else 'as initialized'}, "
           f"dynamic binarization; test NLL on the first {args.eval_images} test images\n")
     print_table(out, args)
 

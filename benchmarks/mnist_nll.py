@@ -22,7 +22,9 @@ Each model trains for ``--minutes`` of wall-clock time (the paper trains 3280
 epochs; ``--lr-schedule burda`` walks its learning-rate stages over the
 minutes instead), keeping the best validation epoch, the ELBO-trained ones with KL
 warm-up over ``--warmup-epochs`` (0: none; the VampPrior paper warms up over
-100 epochs); then its test negative
+100 epochs), and with ``--init-output-bias`` the decoder's output bias set to
+the logits of the training pixels' means before training, as Burda et al.'s
+code does (``ppvae.fit(..., init_output_bias=True)``); then its test negative
 log-likelihood is estimated with K = ``--eval-samples`` importance samples per
 image on the first ``--eval-images`` test images (``ppvae.infer.log_likelihood``),
 and the active units of each latent layer counted on the same images
@@ -76,9 +78,10 @@ LABELS = {"vae": "VAE", "iwae": "IWAE", "vae-2l": "VAE, 2 layers", "iwae-2l": "I
 #: settings that change a model's record (``--models``, ``--out`` do not)
 SETTINGS = ("dataset", "minutes", "iwae_k", "rws_k", "pseudo_inputs", "mog_components", "flows",
             "warmup_epochs", "batch_size", "lr", "lr_schedule", "patience", "eval_samples",
-            "eval_images", "seed")
+            "eval_images", "seed", "init_output_bias")
 #: the values of settings added later, which older records ran with
-EARLIER = {"warmup_epochs": 0.0, "lr_schedule": "constant", "patience": 30}
+EARLIER = {"warmup_epochs": 0.0, "lr_schedule": "constant", "patience": 30,
+           "init_output_bias": False}
 
 
 def build(name: str, args: argparse.Namespace, shape):
@@ -108,6 +111,7 @@ def run(name: str, args: argparse.Namespace, data) -> dict:
     history = ppvae.fit(model, data, epochs=100_000, max_minutes=args.minutes,
                         batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
                         patience=args.patience or None, seed=args.seed, progress=False,
+                        init_output_bias=args.init_output_bias,
                         out_dir=Path(args.out) / name, keep_checkpoints=1, **options)
     x = data.test.x[: args.eval_images]
     start = time.perf_counter()
@@ -176,6 +180,9 @@ def main() -> None:
     parser.add_argument("--flows", type=int, default=2)
     parser.add_argument("--warmup-epochs", type=float, default=0.0,
                         help="KL warm-up of the ELBO-trained models (0: none)")
+    parser.add_argument("--init-output-bias", action="store_true",
+                        help="set the decoder's output bias to the logits of the training "
+                             "pixels' means before training (Burda et al.'s code)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr-schedule", default="constant", choices=list(SCHEDULES),
@@ -224,7 +231,9 @@ def main() -> None:
 
     print(f"\nmachine: {machine()}; budget {args.minutes:g} min of training per model, "
           f"batch {args.batch_size}, Adam lr {args.lr:g} ({args.lr_schedule} schedule), "
-          f"patience {args.patience or 'none'}, dynamic binarization "
+          f"patience {args.patience or 'none'}, KL warm-up {args.warmup_epochs:g} epochs, "
+          f"output bias {'from the data' if args.init_output_bias else 'as initialized'}, "
+          f"dynamic binarization "
           f"({len(data.train)} train / {len(data.val)} val images); test NLL on the first "
           f"{args.eval_images} test images\n")
     print_table(out, args)
