@@ -138,7 +138,7 @@ class BernoulliLikelihood(ObservationModel):
 
     def parameter_of_mean(self, mean: Tensor) -> Tensor:
         """logit(mean), the mean clipped to [1e-3, 1 - 1e-3] (a pixel that is
-        always 0 in the data gets logit 1e-3 = -6.9, not -inf)."""
+        always 0 in the data gets logit(1e-3) = -6.9, not -inf)."""
         return torch.logit(mean.clamp(1e-3, 1 - 1e-3))
 
 

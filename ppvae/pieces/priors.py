@@ -230,11 +230,12 @@ class VampPrior(nn.Module):
     values each).
 
     The collapsed state, q(z | x) the same for every x, costs no KL under this
-    prior (it is then q itself): train with a KL warm-up long enough for the
-    encoder to leave it first, and check that it did
-    (:func:`ppvae.infer.active_units`): on MNIST with the IWAE paper's
-    networks and 500 pseudo-inputs, 10 epochs were too short and 30 enough;
-    with 50 pseudo-inputs 30 were not (``benchmarks/README.md``)."""
+    prior (it is then q itself). On MNIST with the IWAE paper's networks the
+    encoder fell into it in the first epoch, under KL warm-up too, while the
+    decoder was still learning the mean image; started from the data's mean
+    image (``fit(..., init_output_bias=True)``) and warmed up over 30 epochs,
+    it did not (``benchmarks/README.md``). Check the active units after
+    training (:func:`ppvae.infer.active_units`): none means collapsed."""
 
     def __init__(self, encoder: nn.Module, input_dim: int, components: int = 500) -> None:
         super().__init__()
