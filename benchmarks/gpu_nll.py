@@ -6,8 +6,8 @@ Helmholtz machine, whose reweighted wake-sleep runs through Pyro: its CPU
 figure stands) trains with the networks, objective, KL warm-up, learning-rate
 schedule, output-bias initialization and best-validation-epoch rule of
 ``ppvae.fit`` there, for ``--epochs`` epochs (3280, Burda et al.'s) or until
-``--minutes`` of training are spent, whichever comes first; the schedule's progress is the
-larger of the epoch share and the time share, as in
+``--minutes`` of training are spent, whichever comes first; the schedule's
+progress is the larger of the epoch share and the time share, as in
 ``ppvae.train.schedules.budget_progress``. Then, on the device, the test NLL
 with K = ``--eval-samples`` importance samples on the first
 ``--eval-images`` test images and the active units, into
