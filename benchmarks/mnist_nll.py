@@ -126,18 +126,25 @@ def run(name: str, args: argparse.Namespace, data) -> dict:
             "machine": machine()}
 
 
-def last_epoch_units(name: str, args: argparse.Namespace, data) -> dict:
-    """The active units of the last checkpoint of model ``name``'s run in ``--out``."""
+def load_last_checkpoint(name: str, args: argparse.Namespace, shape) -> tuple[object, int]:
+    """Model ``name`` of the run in ``args.out`` with the weights of its last
+    checkpoint (its final epoch), and that epoch (from 1)."""
     path = Path(args.out) / name / "checkpoints" / "last.ckpt"
     if not path.is_file():
-        raise SystemExit(f"{path} is missing: no checkpoint to count active units of")
-    model, _ = build(name, args, data.image_shape)
+        raise SystemExit(f"{path} is missing: no checkpoint of that run")
+    model, _ = build(name, args, shape)
     # a Lightning checkpoint this script's own run wrote (not only tensors)
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()
                            if k.startswith("model.")})
+    return model, checkpoint["epoch"] + 1
+
+
+def last_epoch_units(name: str, args: argparse.Namespace, data) -> dict:
+    """The active units of the last checkpoint of model ``name``'s run in ``--out``."""
+    model, epoch = load_last_checkpoint(name, args, data.image_shape)
     units = active_units(model.guide, data.test.x[: args.eval_images]).counts
-    return {"epoch": checkpoint["epoch"] + 1, "units": units}
+    return {"epoch": epoch, "units": units}
 
 
 def units_cell(record: dict) -> str:

@@ -313,3 +313,23 @@ def test_curve_uses_nested_subsets_of_the_same_draws(ppca):
                            data_chunk=len(x))
     assert torch.allclose(short.per_datapoint, r.by_num_samples[100])  # same first 100 draws
     assert torch.allclose(short.by_num_samples[10], r.by_num_samples[10])
+
+
+def test_paired_difference_of_two_models_on_the_same_points(ppca):
+    """With the exact posterior as guide (K = 1: exact estimates) the paired
+    difference of two PPCA models is the mean and standard error of their
+    exact per-point differences; refused for different data points."""
+    model, x = ppca
+    other = LinearGaussian(6, 2, sigma=0.9)
+    other.load_state_dict({k: v for k, v in model.state_dict().items() if "scale" not in k},
+                          strict=False)  # the same W and b, another noise level
+    a = log_likelihood(model.model, model.exact_guide, x, num_samples=1)
+    b = log_likelihood(other.model, other.exact_guide, x, num_samples=1)
+    d = (model.exact_log_likelihood(x) - other.exact_log_likelihood(x)).detach().double().numpy()
+    mean, stderr = a.difference(b)
+    assert mean == pytest.approx(d.mean(), abs=1e-4)
+    assert stderr == pytest.approx(d.std(ddof=1) / math.sqrt(len(d)), abs=1e-4)
+    assert stderr < math.hypot(a.stderr, b.stderr)  # the two move together over the points
+    assert b.difference(a)[0] == pytest.approx(-mean)
+    with pytest.raises(ValueError, match="same data points"):
+        a.difference(log_likelihood(model.model, model.exact_guide, x[:10], num_samples=1))

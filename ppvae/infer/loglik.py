@@ -103,6 +103,24 @@ class LogLikelihood:
         return {k: (float(v.mean()), float(v.std() / math.sqrt(n)) if n > 1 else 0.0)
                 for k, v in sorted(per_k.items())}
 
+    def difference(self, other: LogLikelihood) -> tuple[float, float]:
+        """The paired comparison with ``other``, estimated on the same data
+        points in the same order: the mean of d_i = log p_self(x_i) -
+        log p_other(x_i) and its standard error sd(d) / sqrt(N).
+
+        Where the two estimates move together over the data points (as two
+        models' do: hard images are hard for both), the paired standard error
+        is far below sqrt(stderr_self^2 + stderr_other^2), which treats them
+        as independent. ``ValueError`` if the numbers of data points differ.
+        """
+        a, b = self.per_datapoint, other.per_datapoint
+        if a.shape != b.shape:
+            raise ValueError(f"a paired difference needs the same data points: {len(a)} "
+                             f"estimates here, {len(b)} in the other")
+        d = (a.double() - b.double())
+        n = len(d)
+        return float(d.mean()), float(d.std() / math.sqrt(n)) if n > 1 else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         """The summary written to ``loglik.json``."""
         return {"mean": self.mean, "stderr": self.stderr, "elbo": self.elbo_mean,
