@@ -18,9 +18,10 @@ dynamically binarized, Adam. Models (``--models``):
   (linear sigmoid belief network conditionals), reweighted wake-sleep with
   ``--rws-k`` samples and insomnia 0.5.
 
-Each model trains for ``--minutes`` of wall-clock time (the paper trains 3280
-epochs; ``--lr-schedule burda`` walks its learning-rate stages over the
-minutes instead), keeping the best validation epoch, the ELBO-trained ones with KL
+Each model trains for ``--minutes`` of wall-clock time or ``--max-epochs``
+epochs, whichever ends first (0: no such limit; the paper trains 3280 epochs,
+and ``--lr-schedule burda`` walks its learning-rate stages over whichever
+share of the budget is the larger), keeping the best validation epoch, the ELBO-trained ones with KL
 warm-up over ``--warmup-epochs`` (0: none; the VampPrior paper warms up over
 100 epochs), and with ``--init-output-bias`` the decoder's output bias set to
 the logits of the training pixels' means before training, as Burda et al.'s
@@ -41,7 +42,11 @@ records from before active units were counted.
 Resumable: each finished model's record is ``--out/<model>.json`` (with the
 settings; a record of other settings is refused), so two processes may run
 disjoint ``--models`` into one ``--out``; the table is printed from every
-record present.
+record present. A model whose run directory ``--out/<model>`` exists without
+a record was interrupted: it is refused, or with ``--resume`` continued from
+its newest checkpoint (the clock, the schedule's progress and the best
+epoch's weights travel with it), so a budget longer than one sitting can be
+trained in several; the record then counts the training time of all of them.
 
 Usage: PPVAE_DATA=../shared/data python benchmarks/mnist_nll.py --minutes 20
        [--models vae iwae vae-2l ...] [--eval-samples 5000] [--eval-images 10000] [--out DIR]
@@ -76,12 +81,12 @@ LABELS = {"vae": "VAE", "iwae": "IWAE", "vae-2l": "VAE, 2 layers", "iwae-2l": "I
           "vamp": "VAE, VampPrior", "mog": "VAE, mixture prior", "iaf": "VAE, IAF guide",
           "rws": "Helmholtz machine, RWS"}
 #: settings that change a model's record (``--models``, ``--out`` do not)
-SETTINGS = ("dataset", "minutes", "iwae_k", "rws_k", "pseudo_inputs", "mog_components", "flows",
+SETTINGS = ("dataset", "minutes", "max_epochs", "iwae_k", "rws_k", "pseudo_inputs", "mog_components", "flows",
             "warmup_epochs", "batch_size", "lr", "lr_schedule", "patience", "eval_samples",
             "eval_images", "seed", "init_output_bias")
 #: the values of settings added later, which older records ran with
 EARLIER = {"warmup_epochs": 0.0, "lr_schedule": "constant", "patience": 30,
-           "init_output_bias": False}
+           "init_output_bias": False, "max_epochs": 0}
 
 
 def build(name: str, args: argparse.Namespace, shape):
@@ -105,14 +110,38 @@ def build(name: str, args: argparse.Namespace, shape):
     return model, {"kl_warmup_epochs": args.warmup_epochs} if args.warmup_epochs else {}
 
 
-def run(name: str, args: argparse.Namespace, data) -> dict:
+def unfinished(name: str, args: argparse.Namespace, settings: dict) -> bool:
+    """Whether model ``name`` has an interrupted run in ``--out`` to continue:
+    refused (``SystemExit``) without ``--resume``, with no checkpoint yet, or
+    when the run was started with other settings."""
+    run_dir = Path(args.out) / name
+    if not run_dir.exists():
+        return False
+    if not args.resume:
+        raise SystemExit(f"{run_dir} holds an unfinished run: --resume continues it, or remove it "
+                         f"to start over")
+    started = run_dir / "settings.json"
+    if not started.is_file() or json.loads(started.read_text()) != settings:
+        raise SystemExit(f"{run_dir} was started with other settings (see {started}); use another "
+                         f"--out")
+    if not any((run_dir / "checkpoints").glob("*.ckpt")):
+        raise SystemExit(f"{run_dir} stopped before its first checkpoint: remove it to start over")
+    return True
+
+
+def run(name: str, args: argparse.Namespace, data, settings: dict, resume: bool) -> dict:
     pyro.set_rng_seed(args.seed)
     model, options = build(name, args, data.image_shape)
-    history = ppvae.fit(model, data, epochs=100_000, max_minutes=args.minutes,
+    run_dir = Path(args.out) / name
+    if not resume:
+        run_dir.mkdir(parents=True)
+        atomic_write(run_dir / "settings.json", (json.dumps(settings, indent=2) + "\n").encode())
+    history = ppvae.fit(model, data, epochs=args.max_epochs or 1_000_000,
+                        max_minutes=args.minutes or None, resume=resume,
                         batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
                         patience=args.patience or None, seed=args.seed, progress=False,
                         init_output_bias=args.init_output_bias,
-                        out_dir=Path(args.out) / name, keep_checkpoints=1, **options)
+                        out_dir=run_dir, keep_checkpoints=1, **options)
     x = data.test.x[: args.eval_images]
     start = time.perf_counter()
     result = model.log_likelihood(x, num_samples=args.eval_samples, progress=True)
@@ -123,6 +152,7 @@ def run(name: str, args: argparse.Namespace, data) -> dict:
             "eval_images": len(x), "eval_seconds": seconds,
             "khat_max": result.khat_max, "frac_khat_above_0.7": result.frac_khat_above,
             "active_units": active_units(model.guide, x).counts,
+            "sittings": len(list((run_dir / "logs").glob("version_*"))),
             "machine": machine()}
 
 
@@ -179,7 +209,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--minutes", type=float, default=20.0, help="training budget per model")
+    parser.add_argument("--minutes", type=float, default=20.0,
+                        help="training budget per model in minutes (0: no time limit)")
+    parser.add_argument("--max-epochs", type=int, default=0,
+                        help="training budget per model in epochs (0: no epoch limit)")
     parser.add_argument("--iwae-k", type=int, default=50)
     parser.add_argument("--rws-k", type=int, default=5)
     parser.add_argument("--pseudo-inputs", type=int, default=500)
@@ -193,7 +226,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr-schedule", default="constant", choices=list(SCHEDULES),
-                        help="the learning rate over the --minutes (ppvae.train.schedules); "
+                        help="the learning rate over the budget (ppvae.train.schedules); "
                              "burda: Burda et al.'s 3280-epoch stages scaled to the budget")
     parser.add_argument("--patience", type=int, default=30,
                         help="early stopping after this many epochs without a better "
@@ -202,18 +235,26 @@ def main() -> None:
     parser.add_argument("--eval-images", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-mnist-nll")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each interrupted run in --out from its newest checkpoint")
     parser.add_argument("--units-of-last-checkpoint", action="store_true",
                         help="count the active units of each record's last checkpoint instead "
                              "of training (module doc)")
     args = parser.parse_args()
+    if args.minutes < 0 or args.max_epochs < 0 or not (args.minutes or args.max_epochs):
+        parser.error("the budget needs --minutes > 0 or --max-epochs > 0 (neither negative)")
     settings = {k: getattr(args, k) for k in SETTINGS}
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    resume = {}
     for name in MODELS:  # a record of other settings fails before any training
         path = out / f"{name}.json"
         if path.is_file() and {**EARLIER, **json.loads(path.read_text())["settings"]} != settings:
             raise SystemExit(f"{path} holds a run of other settings; use another --out")
+        if (name in args.models and not path.is_file()
+                and not args.units_of_last_checkpoint):  # so does an unfinished run's
+            resume[name] = unfinished(name, args, settings)
     data = load_dataset(args.dataset, binarize="dynamic", seed=args.seed)
     for name in args.models:
         path = out / f"{name}.json"
@@ -231,12 +272,14 @@ def main() -> None:
         if path.is_file():
             print(f"{name}: done before", flush=True)
             continue
-        record = {"settings": settings, **run(name, args, data)}
+        record = {"settings": settings, **run(name, args, data, settings, resume[name])}
         atomic_write(path, (json.dumps(record, indent=2) + "\n").encode())
         print(f"{name}: {record['epochs']} epochs, test NLL {record['test_nll']:.2f} ± "
               f"{record['test_nll_stderr']:.2f}", flush=True)
 
-    print(f"\nmachine: {machine()}; budget {args.minutes:g} min of training per model, "
+    budget = " or ".join(b for b in (args.minutes and f"{args.minutes:g} min",
+                                     args.max_epochs and f"{args.max_epochs} epochs") if b)
+    print(f"\nmachine: {machine()}; budget {budget} of training per model, "
           f"batch {args.batch_size}, Adam lr {args.lr:g} ({args.lr_schedule} schedule), "
           f"patience {args.patience or 'none'}, KL warm-up {args.warmup_epochs:g} epochs, "
           f"output bias {'from the data' if args.init_output_bias else 'as initialized'}, "
