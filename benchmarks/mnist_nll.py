@@ -21,9 +21,9 @@ dynamically binarized, Adam. Models (``--models``):
 Each model trains for ``--minutes`` of wall-clock time or ``--max-epochs``
 epochs, whichever ends first (0: no such limit; the paper trains 3280 epochs,
 and ``--lr-schedule burda`` walks its learning-rate stages over whichever
-share of the budget is the larger), keeping the best validation epoch, the ELBO-trained ones with KL
-warm-up over ``--warmup-epochs`` (0: none; the VampPrior paper warms up over
-100 epochs), and with ``--init-output-bias`` the decoder's output bias set to
+share of the budget is the larger), keeping the best validation epoch, the
+ELBO-trained ones with KL warm-up over ``--warmup-epochs`` (0: none; the
+VampPrior paper warms up over 100 epochs), and with ``--init-output-bias`` the decoder's output bias set to
 the logits of the training pixels' means before training, as Burda et al.'s
 code does (``ppvae.fit(..., init_output_bias=True)``); then its test negative
 log-likelihood is estimated with K = ``--eval-samples`` importance samples per
