@@ -23,9 +23,10 @@ epochs, whichever ends first (0: no such limit; the paper trains 3280 epochs,
 and ``--lr-schedule burda`` walks its learning-rate stages over whichever
 share of the budget is the larger), keeping the best validation epoch, the
 ELBO-trained ones with KL warm-up over ``--warmup-epochs`` (0: none; the
-VampPrior paper warms up over 100 epochs), and with ``--init-output-bias`` the decoder's output bias set to
-the logits of the training pixels' means before training, as Burda et al.'s
-code does (``ppvae.fit(..., init_output_bias=True)``); then its test negative
+VampPrior paper warms up over 100 epochs), and with ``--init-output-bias``
+the decoder's output bias set to the logits of the training pixels' means
+before training, as Burda et al.'s code does
+(``ppvae.fit(..., init_output_bias=True)``); then its test negative
 log-likelihood is estimated with K = ``--eval-samples`` importance samples per
 image on the first ``--eval-images`` test images (``ppvae.infer.log_likelihood``),
 and the active units of each latent layer counted on the same images
@@ -81,9 +82,9 @@ LABELS = {"vae": "VAE", "iwae": "IWAE", "vae-2l": "VAE, 2 layers", "iwae-2l": "I
           "vamp": "VAE, VampPrior", "mog": "VAE, mixture prior", "iaf": "VAE, IAF guide",
           "rws": "Helmholtz machine, RWS"}
 #: settings that change a model's record (``--models``, ``--out`` do not)
-SETTINGS = ("dataset", "minutes", "max_epochs", "iwae_k", "rws_k", "pseudo_inputs", "mog_components", "flows",
-            "warmup_epochs", "batch_size", "lr", "lr_schedule", "patience", "eval_samples",
-            "eval_images", "seed", "init_output_bias")
+SETTINGS = ("dataset", "minutes", "max_epochs", "iwae_k", "rws_k", "pseudo_inputs",
+            "mog_components", "flows", "warmup_epochs", "batch_size", "lr", "lr_schedule",
+            "patience", "eval_samples", "eval_images", "seed", "init_output_bias")
 #: the values of settings added later, which older records ran with
 EARLIER = {"warmup_epochs": 0.0, "lr_schedule": "constant", "patience": 30,
            "init_output_bias": False, "max_epochs": 0}

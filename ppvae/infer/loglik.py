@@ -117,7 +117,7 @@ class LogLikelihood:
         if a.shape != b.shape:
             raise ValueError(f"a paired difference needs the same data points: {len(a)} "
                              f"estimates here, {len(b)} in the other")
-        d = (a.double() - b.double())
+        d = a.double() - b.double()
         n = len(d)
         return float(d.mean()), float(d.std() / math.sqrt(n)) if n > 1 else 0.0
 
