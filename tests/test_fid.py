@@ -33,6 +33,16 @@ def test_general_covariances_match_the_matrix_square_root():
     assert frechet_distance(mu1, c1, mu1, c1) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_a_covariance_asymmetric_by_rounding_is_at_distance_zero_from_itself():
+    # a BLAS product m m^T can differ from its transpose by a float32 unit
+    gen = torch.Generator().manual_seed(0)
+    m = torch.randn(5, 5, generator=gen, dtype=torch.float64)
+    c = m @ m.T + 0.1 * torch.eye(5, dtype=torch.float64)
+    c[3, 1] += 2.0 ** -22
+    mu = torch.randn(5, generator=gen, dtype=torch.float64)
+    assert frechet_distance(mu, c, mu, c) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_the_shipped_classifier_and_its_fid_on_mnist():
     from ppvae.data import load_dataset
 

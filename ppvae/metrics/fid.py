@@ -65,8 +65,13 @@ def load_classifier(path: str | Path = CLASSIFIER_FILE) -> MNISTClassifier:
 
 
 def frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> float:
-    """d^2 between N(mu1, cov1) and N(mu2, cov2) (module doc), in float64."""
-    mu1, cov1, mu2, cov2 = (t.to(torch.float64) for t in (mu1, cov1, mu2, cov2))
+    """d^2 between N(mu1, cov1) and N(mu2, cov2) (module doc), in float64.
+    Each covariance is taken as its symmetric part (S + S^T) / 2: one computed
+    by a matrix product can be asymmetric by a rounding unit, and the
+    eigendecomposition reads one triangle only, so d^2(mu, S; mu, S) would
+    then be the size of that rounding rather than 0."""
+    mu1, mu2 = mu1.to(torch.float64), mu2.to(torch.float64)
+    cov1, cov2 = (0.5 * (c + c.T) for c in (cov1.to(torch.float64), cov2.to(torch.float64)))
     values, vectors = torch.linalg.eigh(cov1)
     root1 = vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
     middle = torch.linalg.eigvalsh(root1 @ cov2 @ root1).clamp_min(0).sqrt().sum()
